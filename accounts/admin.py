@@ -1,0 +1,159 @@
+"""The provider's staff console over customers, SIP accounts and caller IDs.
+
+Changes that have rules go through the services (actions below), never through raw model saves:
+SIP passwords are reset by a service that shows the new one once, caller IDs are approved by one.
+HA1 digests are never displayed.
+"""
+
+from django.contrib import admin, messages
+
+from accounts import services
+from accounts.models import CallerId, Customer, Membership, SipAccount, SipAccountCodec
+from portal.errors import ApplicationError
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("account_number", "name", "status", "country_code", "currency", "created_at")
+    list_filter = ("status",)
+    search_fields = ("account_number", "name")
+    fields = ("account_number", "name", "status", "country_code", "national_prefix", "currency", "rate_plan")
+    readonly_fields = ("account_number",)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = services.customer_create(
+            name=obj.name,
+            country_code=obj.country_code,
+            national_prefix=obj.national_prefix,
+            currency=obj.currency,
+        )
+        created.rate_plan = obj.rate_plan
+        created.status = obj.status
+        created.save(update_fields=["rate_plan", "status"])
+        obj.pk, obj.account_number = created.pk, created.account_number
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "customer", "role", "created_at")
+    search_fields = ("user__username", "customer__name", "customer__account_number")
+    autocomplete_fields = ("customer",)
+
+
+class CodecInline(admin.TabularInline):
+    model = SipAccountCodec
+    extra = 0
+    can_delete = False
+    readonly_fields = ("codec", "position")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SipAccount)
+class SipAccountAdmin(admin.ModelAdmin):
+    list_display = ("extension", "username", "customer", "enabled", "password_change_required", "updated_at")
+    list_filter = ("enabled", "password_change_required", "do_not_disturb")
+    search_fields = ("username", "extension", "label", "customer__name", "customer__account_number")
+    list_select_related = ("customer",)
+    exclude = ("ha1_md5", "ha1_sha256")
+    readonly_fields = (
+        "customer",
+        "extension",
+        "label",
+        "username",
+        "realm",
+        "password_changed_at",
+        "enabled",
+        "password_change_required",
+        "max_concurrent_calls",
+        "max_contacts",
+        "may_call_internal",
+        "may_call_national",
+        "may_call_mobile",
+        "may_call_international",
+        "may_call_premium",
+        "forward_all_to",
+        "do_not_disturb",
+        "default_caller_id",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [CodecInline]
+    actions = ["require_password_change", "reset_password", "disable", "enable"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Require a password change (phones get 403 until it is reset)")
+    def require_password_change(self, request, queryset):
+        for account in queryset:
+            services.sip_account_require_password_change(account=account)
+        self.message_user(request, f"{queryset.count()} account(s) must now change their password.")
+
+    @admin.action(description="Reset the password (the new one is shown once)")
+    def reset_password(self, request, queryset):
+        for account in queryset:
+            issued = services.sip_account_set_password(account=account)
+            self.message_user(
+                request,
+                f"New password for {account.username}: {issued.password} (shown once; it is not stored).",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Disable (phones get 403)")
+    def disable(self, request, queryset):
+        for account in queryset:
+            services.sip_account_update(account=account, data={"enabled": False})
+
+    @admin.action(description="Enable")
+    def enable(self, request, queryset):
+        for account in queryset:
+            services.sip_account_update(account=account, data={"enabled": True})
+
+
+@admin.register(CallerId)
+class CallerIdAdmin(admin.ModelAdmin):
+    list_display = ("number", "customer", "status", "requested_at", "decided_by", "decided_at")
+    list_filter = ("status",)
+    search_fields = ("number", "customer__name", "customer__account_number")
+    list_select_related = ("customer", "decided_by")
+    readonly_fields = (
+        "customer",
+        "number",
+        "status",
+        "requested_by",
+        "requested_at",
+        "decided_by",
+        "decided_at",
+    )
+    actions = ["approve", "reject"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Approve the selected caller IDs")
+    def approve(self, request, queryset):
+        for caller_id in queryset:
+            services.caller_id_approve(caller_id=caller_id, by=request.user)
+        self.message_user(request, f"Approved {queryset.count()} caller ID(s).")
+
+    @admin.action(description="Reject the selected caller IDs")
+    def reject(self, request, queryset):
+        for caller_id in queryset:
+            try:
+                services.caller_id_reject(caller_id=caller_id, by=request.user)
+            except ApplicationError as error:
+                self.message_user(request, error.message, messages.ERROR)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SipsyncConfig(AppConfig):
+    name = "sipsync"
+    verbose_name = "SIP service sync"
