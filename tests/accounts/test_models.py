@@ -35,14 +35,18 @@ VALID = {
 def test_sip_account_constraints(override):
     customer = CustomerFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
-        SipAccount.objects.create(customer=customer, password_changed_at=timezone.now(), **{**VALID, **override})
+        SipAccount.objects.create(
+            customer=customer, password_changed_at=timezone.now(), **{**VALID, **override}
+        )
 
 
 def test_sip_username_unique_per_realm_but_not_across_realms():
     customer = CustomerFactory()
     SipAccount.objects.create(customer=customer, password_changed_at=timezone.now(), **VALID)
     SipAccount.objects.create(
-        customer=customer, password_changed_at=timezone.now(), **{**VALID, "extension": "1002", "realm": "other"}
+        customer=customer,
+        password_changed_at=timezone.now(),
+        **{**VALID, "extension": "1002", "realm": "other"},
     )
     with pytest.raises(IntegrityError), transaction.atomic():
         SipAccount.objects.create(

@@ -68,6 +68,6 @@ def test_a_user_without_a_customer_has_no_tenant():
 
 def test_search_stays_within_the_tenant(two_customers):
     mine, _ = two_customers
-    assert [a.customer_id for a in selectors.sip_account_list(tenant=Tenant.of_customer(mine), search="10")] == [
-        mine.pk
-    ]
+    assert [
+        a.customer_id for a in selectors.sip_account_list(tenant=Tenant.of_customer(mine), search="10")
+    ] == [mine.pk]

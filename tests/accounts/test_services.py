@@ -102,7 +102,11 @@ def test_update_validates_every_field_and_changes_nothing_on_error():
     sip_account(customer, "1002")
     services.sip_account_update(
         account=account,
-        data={"max_concurrent_calls": 4, "call_classes": ["internal", "international"], "forward_all_to": "1002"},
+        data={
+            "max_concurrent_calls": 4,
+            "call_classes": ["internal", "international"],
+            "forward_all_to": "1002",
+        },
     )
     account.refresh_from_db()
     assert account.max_concurrent_calls == 4

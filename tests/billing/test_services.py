@@ -49,7 +49,12 @@ def test_a_duplicate_idempotency_key_is_refused_by_the_database():
     entry = services.credit_load(customer=customer, amount="5", by=staff, idempotency_key="dup")
     with pytest.raises(IntegrityError), transaction.atomic():
         LedgerEntry.objects.create(
-            customer=customer, kind=EntryKind.CREDIT_LOAD, amount=5, currency="ZAR", idempotency_key="dup", created_by=staff
+            customer=customer,
+            kind=EntryKind.CREDIT_LOAD,
+            amount=5,
+            currency="ZAR",
+            idempotency_key="dup",
+            created_by=staff,
         )
     assert LedgerEntry.objects.get().pk == entry.pk
 
@@ -57,7 +62,9 @@ def test_a_duplicate_idempotency_key_is_refused_by_the_database():
 @pytest.mark.parametrize("amount", ["0", "-5", "abc", "1.23456", "NaN", "Infinity", "1e9", ""])
 def test_bad_amounts_are_refused(amount):
     with pytest.raises(ApplicationError) as caught:
-        services.credit_load(customer=CustomerFactory(), amount=amount, by=StaffFactory(), idempotency_key="x")
+        services.credit_load(
+            customer=CustomerFactory(), amount=amount, by=StaffFactory(), idempotency_key="x"
+        )
     assert "amount" in caught.value.field_errors
     assert not LedgerEntry.objects.exists()
 
@@ -74,7 +81,9 @@ def test_an_idempotency_key_is_required(key):
 
 
 def test_ledger_entries_cannot_be_updated():
-    entry = services.credit_load(customer=CustomerFactory(), amount="5", by=StaffFactory(), idempotency_key="k")
+    entry = services.credit_load(
+        customer=CustomerFactory(), amount="5", by=StaffFactory(), idempotency_key="k"
+    )
     entry.amount = Decimal("500")
     with pytest.raises((IntegrityError, DatabaseError)), transaction.atomic():
         entry.save()
@@ -113,7 +122,9 @@ def test_adjustment_needs_a_note():
     customer, staff = CustomerFactory(), StaffFactory()
     with pytest.raises(ApplicationError, match="why"):
         services.ledger_adjust(customer=customer, amount="-3", by=staff, idempotency_key="a", note=" ")
-    services.ledger_adjust(customer=customer, amount="-3", by=staff, idempotency_key="a", note="goodwill reversal")
+    services.ledger_adjust(
+        customer=customer, amount="-3", by=staff, idempotency_key="a", note="goodwill reversal"
+    )
     assert selectors.customer_balance(customer=customer) == Decimal("-3")
 
 
@@ -127,7 +138,9 @@ def test_concurrent_retries_of_one_load_write_one_entry():
     def load():
         try:
             barrier.wait()
-            results.append(services.credit_load(customer=customer, amount="25", by=staff, idempotency_key="race").pk)
+            results.append(
+                services.credit_load(customer=customer, amount="25", by=staff, idempotency_key="race").pk
+            )
         except Exception as exc:  # noqa: BLE001 - collected for the assertion below
             errors.append(exc)
         finally:

@@ -34,7 +34,12 @@ def test_embedded_defaults_need_no_server(tmp_path):
         "print(s.DATABASES['default']['ENGINE']); print(s.CELERY_BROKER_URL); print(len(s.SECRET_KEY))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=_embedded_env(tmp_path), capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_embedded_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert out[0] == "django.db.backends.sqlite3"
     assert out[1] == "filesystem://"
@@ -47,30 +52,37 @@ def test_run_command_brings_the_system_up(tmp_path):
     env = _embedded_env(tmp_path)
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
-    seeded = subprocess.run([*manage, "demo", "--if-empty"], cwd=ROOT, env=env, check=True, capture_output=True)
+    seeded = subprocess.run(
+        [*manage, "demo", "--if-empty"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     assert b"shown once" in seeded.stdout
     web = _free_port()
     log = open(tmp_path / "runall.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [*manage, "runall", "--web", f"127.0.0.1:{web}", "--sip", f"127.0.0.1:{_free_port()}",
-         "--control", f"127.0.0.1:{_free_port()}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [*manage, "runall", "--web", f"127.0.0.1:{web}", "--sip", f"127.0.0.1:{_free_port()}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 120
-        answered = worker_ready = False
-        while time.monotonic() < deadline and not (answered and worker_ready):
+        answered = worker_ready = sip_ready = False
+        while time.monotonic() < deadline and not (answered and worker_ready and sip_ready):
             assert process.poll() is None, (tmp_path / "runall.log").read_text()
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{web}/login/", timeout=2) as response:
                     answered = response.status == 200 and b"Sign in" in response.read()
             except OSError:
                 pass
-            worker_ready = b" ready." in (tmp_path / "runall.log").read_bytes()
+            log_bytes = (tmp_path / "runall.log").read_bytes()
+            worker_ready = b" ready." in log_bytes
+            sip_ready = b"sipsync: listening on udp:127.0.0.1" in log_bytes
             time.sleep(0.5)
         output = (tmp_path / "runall.log").read_text()
         assert answered, output
         assert worker_ready, output
+        assert sip_ready, output
         assert f"http://127.0.0.1:{web}/" in output
     finally:
         process.send_signal(signal.SIGTERM)

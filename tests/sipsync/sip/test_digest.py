@@ -22,7 +22,6 @@ from sipsync.sip.digest import (
     verify_response,
 )
 
-
 # RFC 2617 section 3.5
 RFC2617_AUTH = (
     'Digest username="Mufasa",\r\n'

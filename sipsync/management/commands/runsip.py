@@ -1,0 +1,40 @@
+"""Start the SIP service with the portal's settings.
+
+The service itself does not use Django: this command only turns settings into arguments and
+replaces itself with `python -m sipsync.server`, so the running node has no Django loaded.
+"""
+
+import os
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run a SIP service node (registrar/proxy) on the given address, UDP and TCP."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--listen", default=f"0.0.0.0:{settings.SIP_PUBLIC_PORT}", help="host:port")
+        parser.add_argument(
+            "--store", default=str(settings.VAR_DIR / "sip.sqlite3"), help="the node's local store"
+        )
+        parser.add_argument("--node-id", default="local")
+
+    def handle(self, *args, listen: str, store: str, node_id: str, **options):
+        argv = [
+            sys.executable,
+            "-m",
+            "sipsync.server",
+            "--listen",
+            listen,
+            "--store",
+            store,
+            "--realm",
+            settings.SIP_REALM,
+            "--node-id",
+            node_id,
+        ]
+        sys.stdout.flush()
+        os.chdir(settings.BASE_DIR)
+        os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the Django-free node

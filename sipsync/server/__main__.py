@@ -1,0 +1,80 @@
+"""Run a SIP service node:  python -m sipsync.server --listen 0.0.0.0:5060 --store var/sip.sqlite3"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from sipsync.server.config import ServiceConfig
+from sipsync.server.node import SipNode
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - listening everywhere is the operator's choice
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sipsync.server", description="SIP registrar/proxy node")
+    parser.add_argument(
+        "--listen", type=_address, action="append", help="host:port for UDP and TCP (repeatable)"
+    )
+    parser.add_argument("--store", required=True, help="path of the node's SQLite store")
+    parser.add_argument("--realm", required=True, help="the SIP domain and digest realm")
+    parser.add_argument("--node-id", default="local")
+    parser.add_argument("--min-expires", type=int, default=60)
+    parser.add_argument("--max-expires", type=int, default=3600)
+    parser.add_argument(
+        "--digest-algorithms",
+        default="SHA-256,MD5",
+        help="challenge algorithms, most preferred first (default SHA-256,MD5)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    args.listen = args.listen or [("127.0.0.1", 5060)]
+    return args
+
+
+async def serve(args: argparse.Namespace) -> None:
+    config = ServiceConfig(
+        realm=args.realm,
+        store_path=args.store,
+        listen=tuple(args.listen),
+        node_id=args.node_id,
+        min_expires=args.min_expires,
+        max_expires=max(args.max_expires, args.min_expires),
+    )
+    algorithms = tuple(a.strip().upper() for a in args.digest_algorithms.split(",") if a.strip())
+    node = SipNode(config, digest_algorithms=algorithms)
+    bound = await node.start()
+    print("sipsync: listening on " + " ".join(bound), flush=True)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopped.set)
+    await stopped.wait()
+    await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    runner(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

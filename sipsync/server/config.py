@@ -1,0 +1,20 @@
+"""Settings of one SIP service node (command-line driven; no Django here)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    realm: str
+    store_path: str
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 5060),)
+    node_id: str = "local"
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    nonce_ttl: float = 300.0
+    # Credential failures tolerated per source address within the window before it is refused outright.
+    auth_failure_limit: int = 20
+    auth_failure_window: float = 60.0
+    server_header: str = "ninja-sip"
+    allowed_methods: tuple[str, ...] = field(default=("REGISTER", "OPTIONS", "ACK"))

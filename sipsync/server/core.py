@@ -1,0 +1,192 @@
+"""The SIP service's request dispatcher: bytes in from a transport, responses out.
+
+Parsing errors become 400 where a response can be formed (and are dropped otherwise); any other
+exception is logged and answered 500, so no input can stop the service. Replies that depend on a
+state change (a new binding) wait for the local store's next group commit: every reply queued
+while the loop handled a burst of datagrams is sent after one SQLite transaction.
+"""
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Callable
+
+from sipsync.server.causes import WIRE_CAUSE, Cause, Reply, reject
+from sipsync.server.config import ServiceConfig
+from sipsync.server.events import EventRecorder
+from sipsync.server.registrar import Registrar
+from sipsync.server.store import LocalStore
+from sipsync.server.transport import Address, Endpoint
+from sipsync.sip.errors import SipParseError
+from sipsync.sip.headers import Via
+from sipsync.sip.message import Request, Response, make_response
+from sipsync.sip.parser import parse_message, try_error_response
+
+log = logging.getLogger("sipsync.core")
+
+SUPPORTED_METHODS = ("REGISTER", "OPTIONS", "ACK")
+
+
+class SipService:
+    def __init__(
+        self,
+        *,
+        config: ServiceConfig,
+        store: LocalStore,
+        registrar: Registrar,
+        events: EventRecorder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._registrar = registrar
+        self._events = events
+        self._clock = clock
+        self._awaiting_flush: list[tuple[Request, Reply, Address, Endpoint]] = []
+        self._flush_scheduled = False
+        self._allow = ", ".join(SUPPORTED_METHODS)
+
+    # --- entry point from the transports ---------------------------------------------------
+
+    def handle(self, data: bytes, source: Address, endpoint: Endpoint) -> None:
+        try:
+            message = parse_message(data)
+        except SipParseError as error:
+            self._answer_unparseable(data, error, source, endpoint)
+            return
+        if isinstance(message, Response):
+            return  # nothing is proxied yet; a stray response is dropped (RFC 3261 18.1.2)
+        try:
+            reply = self._dispatch(message, source, endpoint)
+        except SipParseError as error:
+            reply = reject(Cause.MALFORMED_REQUEST, detail={"error": str(error)})
+            reply.reason = f"Bad Request - {error}"[:120]
+        except Exception:
+            log.exception("error handling %s from %s:%s", message.method, *source)
+            reply = Reply(500, "Server Internal Error")
+        if reply is None:
+            return
+        if reply.durable:
+            self._awaiting_flush.append((message, reply, source, endpoint))
+            self._schedule_flush()
+        else:
+            self._send_reply(message, reply, source, endpoint)
+
+    def _dispatch(self, request: Request, source: Address, endpoint: Endpoint) -> Reply | None:
+        method = request.method
+        # Headers every request needs before it can be answered (RFC 3261 8.1.1).
+        request.via  # noqa: B018
+        request.call_id  # noqa: B018
+        if request.cseq.method != method:
+            raise SipParseError("CSeq method does not match the request method")
+        if method == "REGISTER":
+            return self._registrar.register(request, source, endpoint.name)
+        if method == "OPTIONS":
+            return Reply(200, headers=[("Allow", self._allow), ("Accept", "application/sdp")])
+        if method == "ACK":
+            return None  # an ACK is never answered
+        return reject(Cause.NOT_IMPLEMENTED, headers=[("Allow", self._allow)], detail={"method": method})
+
+    # --- durability: answer after the group commit -----------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit everything queued in the store, then send the replies that waited for it."""
+        self._flush_scheduled = False
+        waiting, self._awaiting_flush = self._awaiting_flush, []
+        try:
+            self._store.flush()
+        except Exception:
+            log.exception("local store flush failed; answering 500 to %d request(s)", len(waiting))
+            waiting = [(r, reject(Cause.STORE_FAILURE), s, e) for r, _, s, e in waiting]
+        for request, reply, source, endpoint in waiting:
+            self._send_reply(request, reply, source, endpoint)
+
+    # --- responses -------------------------------------------------------------------------
+
+    def _send_reply(self, request: Request, reply: Reply, source: Address, endpoint: Endpoint) -> None:
+        if reply.cause is not None:
+            self._record_rejection(request, reply, source)
+        try:
+            response = make_response(request, reply.status, reply.reason, to_tag=_to_tag(request))
+        except SipParseError:
+            return  # From/To too broken to answer (a 400 needs them)
+        headers = response.headers
+        headers.remove_first("Via")
+        headers.insert_first("Via", _received_via(request.via, source))
+        for name, value in reply.headers:
+            headers.add(name, value)
+        if reply.cause is not None:
+            wire = WIRE_CAUSE.get(reply.cause, reply.cause)
+            headers.add("Warning", f'399 {self._config.realm} "{wire}"')
+        headers.add("Server", self._config.server_header)
+        endpoint.send(response.to_bytes(), _response_address(request.via, source, endpoint))
+
+    def _answer_unparseable(
+        self, data: bytes, error: SipParseError, source: Address, endpoint: Endpoint
+    ) -> None:
+        response = try_error_response(data, error)
+        if response is None:
+            log.info("dropped unparseable message from %s:%s: %s", source[0], source[1], error)
+            return
+        self._events.rejection(
+            method=data.split(b" ", 1)[0][:16].decode("ascii", "replace"),
+            code=response.status,
+            cause=Cause.MALFORMED_REQUEST,
+            reason_phrase=response.reason,
+            account=None,
+            source=source,
+            user_agent=None,
+            call_id=response.headers.get("Call-ID"),
+            detail={"error": str(error)},
+        )
+        try:
+            via = Via.parse(response.headers.get_first_value("Via") or "")
+        except SipParseError:
+            return
+        endpoint.send(response.to_bytes(), _response_address(via, source, endpoint))
+
+    def _record_rejection(self, request: Request, reply: Reply, source: Address) -> None:
+        self._events.rejection(
+            method=request.method,
+            code=reply.status,
+            cause=str(reply.cause),
+            reason_phrase=reply.reason or "",
+            account=reply.account,
+            source=source,
+            user_agent=request.headers.get("User-Agent"),
+            call_id=request.headers.get("Call-ID"),
+            detail=reply.detail,
+        )
+        if not self._flush_scheduled and self._store.pending > 1000:
+            self._schedule_flush()
+
+
+def _to_tag(request: Request) -> str:
+    # Stateless: the same request (and its retransmissions) always gets the same tag.
+    seed = f"{request.call_id}|{request.from_.tag}|{request.cseq.seq}".encode()
+    return format(zlib.crc32(seed), "08x")
+
+
+def _received_via(via: Via, source: Address) -> str:
+    """The top Via with received/rport filled in (RFC 3261 18.2.1, RFC 3581)."""
+    if via.host.strip("[]") == source[0] and not via.has_rport:
+        return str(via)
+    stamped = via.copy()
+    if via.host.strip("[]") != source[0]:
+        stamped.params["received"] = source[0]
+    if via.has_rport:
+        stamped.params["rport"] = str(source[1])
+    return str(stamped)
+
+
+def _response_address(via: Via, source: Address, endpoint: Endpoint) -> Address:
+    """Where a response goes (RFC 3261 18.2.2, RFC 3581): the source for streams and rport."""
+    if endpoint.reliable or via.has_rport:
+        return source
+    return source[0], via.port or 5060

@@ -1,0 +1,89 @@
+"""One SIP service node: the store, the tables, the registrar, the transports, housekeeping."""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+
+from sipsync.server.accounts import AccountTable
+from sipsync.server.auth import Authenticator, FailureLimiter
+from sipsync.server.config import ServiceConfig
+from sipsync.server.core import SipService
+from sipsync.server.events import EventRecorder
+from sipsync.server.location import LocationService
+from sipsync.server.registrar import Registrar
+from sipsync.server.store import LocalStore
+from sipsync.server.transport import Transports
+from sipsync.sip.digest import NonceManager
+
+log = logging.getLogger("sipsync.node")
+
+HOUSEKEEPING_INTERVAL = 0.5
+
+
+class SipNode:
+    def __init__(
+        self, config: ServiceConfig, *, digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    ) -> None:
+        self.config = config
+        self.store = LocalStore(config.store_path)
+        self.accounts = AccountTable(self.store)
+        self.location = LocationService(self.store, clock=time.time)
+        self.events = EventRecorder(self.store, node=config.node_id)
+        self.authenticator = Authenticator(
+            realm=config.realm,
+            accounts=self.accounts,
+            nonces=NonceManager(self._nonce_secret(), ttl=config.nonce_ttl),
+            limiter=FailureLimiter(config.auth_failure_limit, config.auth_failure_window),
+            algorithms=digest_algorithms,
+        )
+        self.registrar = Registrar(config=config, authenticator=self.authenticator, location=self.location)
+        self.service = SipService(
+            config=config, store=self.store, registrar=self.registrar, events=self.events
+        )
+        self.transports = Transports(self.service.handle)
+        self.store.flush()  # bindings that expired while the node was down are gone for good
+        self._housekeeping: asyncio.Task | None = None
+
+    def _nonce_secret(self) -> bytes:
+        # Kept in the store so nonces issued before a restart stay valid after it.
+        secret = self.store.get_meta("nonce_secret")
+        if secret is None:
+            secret = secrets.token_hex(32)
+            self.store.set_meta("nonce_secret", secret)
+        return bytes.fromhex(secret)
+
+    async def start(self) -> list[str]:
+        bound = []
+        for host, port in self.config.listen:
+            udp, tcp = await self.transports.listen(host, port)
+            bound += [f"udp:{udp[0]}:{udp[1]}", f"tcp:{tcp[0]}:{tcp[1]}"]
+        self._housekeeping = asyncio.create_task(self._housekeep())
+        log.info(
+            "node %s serving realm %s: %d accounts, %d bindings",
+            self.config.node_id,
+            self.config.realm,
+            len(self.accounts),
+            self.location.count(),
+        )
+        return bound
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                self.location.expire()
+                if self.store.pending:
+                    self.service.flush()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.transports.close()
+        self.service.flush()
+        self.store.close()

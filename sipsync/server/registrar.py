@@ -1,0 +1,124 @@
+"""REGISTER handling (RFC 3261 section 10.3), on top of authentication and the location service.
+
+Stateless like Kamailio's registrar with `sl`: no transaction is kept. A retransmitted REGISTER
+(same Call-ID and CSeq as a binding already holds) changes nothing and is answered with the
+current bindings again, so a lost 200 OK is simply repeated.
+"""
+
+import time
+from collections.abc import Callable
+
+from sipsync.server.accounts import Account
+from sipsync.server.auth import Address, Authenticator
+from sipsync.server.causes import Cause, Reply, reject
+from sipsync.server.config import ServiceConfig
+from sipsync.server.location import Binding, ContactChange, LocationError, LocationService
+from sipsync.sip.errors import SipParseError
+from sipsync.sip.message import Request
+from sipsync.sip.uri import NameAddr
+
+_LOCATION_CAUSES = {403: Cause.TOO_MANY_CONTACTS, 500: Cause.OUT_OF_ORDER}
+
+
+class Registrar:
+    def __init__(
+        self,
+        *,
+        config: ServiceConfig,
+        authenticator: Authenticator,
+        location: LocationService,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._auth = authenticator
+        self._location = location
+        self._clock = clock
+
+    def register(self, request: Request, source: Address, transport: str) -> Reply:
+        outcome = self._auth.authenticate(request, source)
+        if isinstance(outcome, Reply):
+            return outcome
+        account: Account = outcome
+        if request.to.uri.user != account.username:
+            return reject(Cause.IDENTITY_MISMATCH, account=account.aor, detail={"to": str(request.to.uri)})
+        aor = account.aor
+        call_id, cseq = request.call_id, request.cseq.seq
+        now = self._clock()
+
+        if request.contact_star:
+            return self._unregister_all(request, aor, call_id, cseq, now)
+        contacts = request.contacts
+        if not contacts:  # a query (RFC 3261 10.2.3): list the bindings, change nothing
+            return self._ok(self._location.lookup(aor, now), now, durable=False)
+
+        current = self._location.lookup(aor, now)
+        if any(b.call_id == call_id and b.cseq == cseq for b in current):
+            return self._ok(current, now, durable=False)  # a retransmission
+
+        try:
+            changes = [self._change(contact, request, source, transport) for contact in contacts]
+        except _TooBrief:
+            return reject(
+                Cause.INTERVAL_TOO_BRIEF,
+                account=aor,
+                headers=[("Min-Expires", str(self._config.min_expires))],
+            )
+        except (ValueError, SipParseError) as error:
+            return reject(Cause.BAD_CONTACT, account=aor, detail={"error": str(error)})
+        try:
+            bindings = self._location.apply_register(
+                aor, changes, call_id=call_id, cseq=cseq, max_contacts=account.max_contacts, now=now
+            )
+        except LocationError as error:
+            return reject(_LOCATION_CAUSES.get(error.code, Cause.OUT_OF_ORDER), account=aor)
+        return self._ok(bindings, now, durable=True)
+
+    def _unregister_all(self, request: Request, aor: str, call_id: str, cseq: int, now: float) -> Reply:
+        if request.expires != 0:
+            return reject(Cause.BAD_CONTACT, account=aor, detail={"error": "Contact: * needs Expires: 0"})
+        try:
+            self._location.remove_all(aor, call_id=call_id, cseq=cseq, now=now)
+        except LocationError:
+            return reject(Cause.OUT_OF_ORDER, account=aor)
+        return self._ok([], now, durable=True)
+
+    def _change(self, contact: NameAddr, request: Request, source: Address, transport: str) -> ContactChange:
+        expires = self._expires(contact, request)
+        params = contact.params
+        q = params.get("q")
+        reg_id = params.get("reg-id")
+        instance = params.get("+sip.instance")
+        return ContactChange(
+            contact_uri=str(contact.uri),
+            expires=expires,
+            q=float(q) if q else None,
+            source=source,
+            transport=transport,
+            user_agent=request.headers.get("User-Agent"),
+            instance_id=instance.strip('"') if instance else None,
+            reg_id=int(reg_id) if reg_id else None,
+            path=tuple(request.headers.get_all("Path")),
+        )
+
+    def _expires(self, contact: NameAddr, request: Request) -> int:
+        raw = contact.params.get("expires")
+        if raw is not None:
+            if not raw.isdigit():
+                raise ValueError(f"expires={raw!r} is not a number of seconds")
+            expires = int(raw)
+        else:
+            header = request.expires
+            expires = self._config.default_expires if header is None else header
+        if expires == 0:
+            return 0
+        if expires < self._config.min_expires:
+            raise _TooBrief
+        return min(expires, self._config.max_expires)
+
+    def _ok(self, bindings: list[Binding], now: float, *, durable: bool) -> Reply:
+        headers = [("Contact", f"<{b.contact_uri}>;expires={b.expires_in(now)}") for b in bindings]
+        return Reply(200, headers=headers, durable=durable)
+
+
+class _TooBrief(Exception):
+    pass

@@ -1,0 +1,140 @@
+"""UDP and TCP transports on asyncio (RFC 3261 section 18).
+
+A transport hands every received message to `handler(data, source, endpoint)`: `source` is the
+(ip, port) the bytes came from, `endpoint` the object to answer through (`endpoint.send(data,
+address)`, `endpoint.name`). For UDP the endpoint is the listening socket; for TCP it is the
+connection, so answers go back over the connection the request arrived on. TLS would be one
+more endpoint class beside these (the seam is `Endpoint`).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from sipsync.sip.errors import SipParseError
+from sipsync.sip.parser import StreamFramer, try_error_response
+
+log = logging.getLogger("sipsync.transport")
+
+Address = tuple[str, int]
+MAX_DATAGRAM = 65535
+
+
+class Endpoint(Protocol):
+    name: str
+    reliable: bool
+
+    def send(self, data: bytes, address: Address) -> None: ...
+
+
+Handler = Callable[[bytes, Address, Endpoint], None]
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    name = "UDP"
+    reliable = False
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, address: Address) -> None:
+        self._handler(data, address[:2], self)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors: the peer is gone, nothing to do
+        log.debug("udp error on %s: %s", self.local, exc)
+
+    def send(self, data: bytes, address: Address) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, address)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One accepted TCP connection; frames the byte stream by Content-Length."""
+
+    name = "TCP"
+    reliable = True
+
+    def __init__(self, handler: Handler, registry: dict[Address, "TcpConnection"], max_message: int) -> None:
+        self._handler = handler
+        self._registry = registry
+        self._framer = StreamFramer(max_message_size=max_message)
+        self._transport: asyncio.Transport | None = None
+        self.peer: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")[:2]
+        self._registry[self.peer] = self
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._framer.feed(data)
+        except SipParseError as error:
+            # The stream cannot be re-synchronised after a framing error: answer if we can, then close.
+            response = try_error_response(data, error)
+            if response is not None:
+                self.send(response.to_bytes(), self.peer)
+            log.info("closing tcp connection from %s:%s: %s", *self.peer, error)
+            if self._transport is not None:
+                self._transport.close()
+            return
+        for message in messages:
+            self._handler(message, self.peer, self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._registry.get(self.peer) is self:
+            del self._registry[self.peer]
+        self._transport = None
+
+    def send(self, data: bytes, address: Address) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class Transports:
+    """Every listening socket of a node, and its open TCP connections."""
+
+    def __init__(self, handler: Handler, *, max_message: int = MAX_DATAGRAM) -> None:
+        self._handler = handler
+        self._max_message = max_message
+        self.udp: list[UdpEndpoint] = []
+        self.tcp_servers: list[asyncio.Server] = []
+        self.tcp_connections: dict[Address, TcpConnection] = {}
+
+    async def listen(self, host: str, port: int) -> tuple[Address, Address]:
+        loop = asyncio.get_running_loop()
+        _, udp = await loop.create_datagram_endpoint(
+            lambda: UdpEndpoint(self._handler), local_addr=(host, port)
+        )
+        self.udp.append(udp)
+        bound_port = udp.local[1]
+        server = await loop.create_server(
+            lambda: TcpConnection(self._handler, self.tcp_connections, self._max_message),
+            host=host,
+            port=bound_port,
+            reuse_address=True,
+        )
+        self.tcp_servers.append(server)
+        return udp.local, server.sockets[0].getsockname()[:2]
+
+    async def close(self) -> None:
+        for endpoint in self.udp:
+            if endpoint._transport is not None:
+                endpoint._transport.close()
+        for server in self.tcp_servers:
+            server.close()
+        for connection in list(self.tcp_connections.values()):
+            connection.close()
+        for server in self.tcp_servers:
+            await server.wait_closed()
