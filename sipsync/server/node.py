@@ -13,7 +13,7 @@ from sipsync.server.core import SipService
 from sipsync.server.events import EventRecorder
 from sipsync.server.location import LocationService
 from sipsync.server.registrar import Registrar
-from sipsync.server.store import LocalStore
+from sipsync.server.store import Checkpointer, LocalStore
 from sipsync.server.transport import Transports
 from sipsync.sip.digest import NonceManager
 
@@ -27,7 +27,8 @@ class SipNode:
         self, config: ServiceConfig, *, digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     ) -> None:
         self.config = config
-        self.store = LocalStore(config.store_path)
+        self.store = LocalStore(config.store_path, wal_autocheckpoint=0)
+        self.checkpointer = Checkpointer(config.store_path)
         self.accounts = AccountTable(self.store)
         self.location = LocationService(self.store, clock=time.time)
         self.events = EventRecorder(self.store, node=config.node_id)
@@ -60,6 +61,7 @@ class SipNode:
             udp, tcp = await self.transports.listen(host, port)
             bound += [f"udp:{udp[0]}:{udp[1]}", f"tcp:{tcp[0]}:{tcp[1]}"]
         self._housekeeping = asyncio.create_task(self._housekeep())
+        self.checkpointer.start()
         log.info(
             "node %s serving realm %s: %d accounts, %d bindings",
             self.config.node_id,
@@ -86,4 +88,6 @@ class SipNode:
                 await self._housekeeping
         await self.transports.close()
         self.service.flush()
+        self.checkpointer.stop()
+        self.store.checkpoint()
         self.store.close()

@@ -36,8 +36,9 @@ commit (durable against power loss, at the cost of one fsync per group commit).
 
 SQLite folds the WAL back into the main file (a checkpoint, which does fsync)
 inside the commit that crosses ``wal_autocheckpoint`` pages (SQLite's default
-1000).  A service that cannot afford that occasional pause in a flush can pass
-``wal_autocheckpoint=0`` and call :meth:`LocalStore.checkpoint` on a timer.
+1000).  A service that cannot afford that occasional pause in a flush passes
+``wal_autocheckpoint=0`` and runs a :class:`Checkpointer`, which checkpoints from
+a thread of its own (SQLite releases the GIL while it copies pages and syncs).
 
 Reads (``load_*``, ``events_after``) see only flushed data, except
 :meth:`get_meta`, which answers from the queue first.
@@ -54,12 +55,13 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from sipsync.server.location import Binding
 
-__all__ = ["LocalStore", "StoreError", "SCHEMA_VERSION"]
+__all__ = ["Checkpointer", "LocalStore", "StoreError", "SCHEMA_VERSION"]
 
 _intern = sys.intern
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -353,3 +355,36 @@ class LocalStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Checkpointer:
+    """Checkpoints a store's WAL every ``interval`` seconds from a background thread.
+
+    PASSIVE checkpoints never block the writer; a commit in the event loop then only appends
+    to the WAL, and the copy back into the main file (with its fsync) happens off the loop.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], interval: float = 1.0) -> None:
+        self._path = os.fspath(path)
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        if self._path != ":memory:":
+            self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 1000")
+            while not self._stopped.wait(self._interval):
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

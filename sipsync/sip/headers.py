@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .errors import SipParseError
 from .uri import format_params, is_token, parse_params, parse_uint, split_host_port, validate_host
 
@@ -64,6 +66,33 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        match = _FAST_VIA(text)
+        if match is not None and ".." not in match[2]:  # the common shape; the rest takes _parse
+            transport, host, port_text, ptext = match.groups()
+            port = None
+            if port_text is not None:
+                port = int(port_text)
+                if port > 65535:
+                    return cls._parse_wrapped(text)
+            params: dict[str, str | None] = {}
+            if ptext:
+                for part in ptext[1:].split(";"):
+                    name, eq, value = part.partition("=")
+                    params[name.lower()] = value if eq else None
+                if "received" in params or "rport" in params or "ttl" in params:
+                    try:
+                        _check_via_params(params)
+                    except SipParseError:
+                        return cls._parse_wrapped(text)
+            via = cls.__new__(cls)
+            via.transport, via.host, via.port, via.params, via.protocol = (
+                transport.upper(), host.lower(), port, params, "SIP/2.0"
+            )
+            return via
+        return cls._parse_wrapped(text)
+
+    @classmethod
+    def _parse_wrapped(cls, text: str) -> Via:
         try:
             return cls._parse(text)
         except SipParseError as exc:
@@ -151,6 +180,14 @@ class Via:
         return Via(self.transport, self.host, self.port, dict(self.params), self.protocol)
 
 
+_T = r"A-Za-z0-9\-.!%*_+`'~"
+_FAST_VIA = re.compile(
+    rf"[ \t]*SIP/2\.0/([{_T}]+) ([A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{{1,5}}))?"
+    rf"((?:;[{_T}]+(?:=[{_T}]+)?)*)[ \t]*\Z"
+).match
+_FAST_CSEQ = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+([{_T}]+)[ \t]*\Z").match
+
+
 def _find_ws(text: str) -> int:
     sp = text.find(" ")
     tab = text.find("\t")
@@ -184,6 +221,11 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        match = _FAST_CSEQ(text)
+        if match is not None and int(match[1]) <= MAX_CSEQ:
+            cseq = cls.__new__(cls)
+            cseq.seq, cseq.method = int(match[1]), match[2]
+            return cseq
         parts = text.split()
         if len(parts) != 2 or not is_token(parts[1]):
             raise SipParseError("malformed CSeq", "CSeq")

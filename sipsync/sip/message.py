@@ -78,6 +78,9 @@ _CLASS_PHRASES = {
 }
 
 _name_cache: dict[str, tuple[str, str]] = {}
+_SINGLE_KEYS = {
+    name: name.lower() for name in ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Expires", "Content-Type")
+}
 
 
 def normalize_name(name: str) -> tuple[str, str]:
@@ -125,10 +128,27 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         key = normalize_name(name)[0]
+        index = self._cache.get("")
+        if index is not None:
+            return index[0].get(key, default)
         for k, _, value in self._items:
             if k == key:
                 return value
         return default
+
+    def _index(self) -> tuple[dict[str, str], set[str]]:
+        """First value per key, and the keys that occur more than once; cached until a mutation."""
+        index = self._cache.get("")
+        if index is None:
+            first: dict[str, str] = {}
+            repeated: set[str] = set()
+            for k, _, value in self._items:
+                if k in first:
+                    repeated.add(k)
+                else:
+                    first[k] = value
+            index = self._cache[""] = (first, repeated)
+        return index
 
     def get_all(self, name: str) -> list[str]:
         key = normalize_name(name)[0]
@@ -239,14 +259,11 @@ class SipMessage:
 
     def _single(self, name: str) -> str | None:
         """The value of a header that may occur at most once (RFC 3261 7.3.1)."""
-        key = normalize_name(name)[0]
-        found = None
-        for k, _, value in self.headers._items:
-            if k == key:
-                if found is not None:
-                    raise SipParseError(f"multiple {name} headers", name)
-                found = value
-        return found
+        index, repeated = self.headers._index()
+        key = _SINGLE_KEYS[name]
+        if key in repeated:
+            raise SipParseError(f"multiple {name} headers", name)
+        return index.get(key)
 
     def _required(self, name: str) -> str:
         value = self._single(name)

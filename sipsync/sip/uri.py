@@ -210,6 +210,16 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_T = r"A-Za-z0-9\-.!%*_+`'~"  # token characters, for the fast-path patterns
+_FAST_SIP_URI = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]+)@)?([A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)\Z"
+).match
+_FAST_NAME_ADDR = re.compile(
+    rf'[ \t]*(?:"([^"\\\x00-\x1f]*)"[ \t]*|((?:[{_T}]+[ \t]+)*(?:[{_T}]+)?)[ \t]*)<(sips?:[^<>" \t]*)>'
+    rf"[ \t]*((?:;[{_T}]+(?:=[{_T}]+)?)*)[ \t]*\Z"
+).match
+
 # --- URIs --------------------------------------------------------------------------------------
 
 
@@ -238,6 +248,31 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        # Fast path for the common shape; anything unusual takes the careful path below.
+        match = _FAST_SIP_URI(text)
+        if match is not None:
+            scheme, user, host, port_text, ptext = match.groups()
+            if ".." not in host:
+                params: dict[str, str | None] = {}
+                if ptext:
+                    for part in ptext[1:].split(";"):
+                        name, eq, value = part.partition("=")
+                        if not name:
+                            return cls._parse(text)
+                        params[name.lower()] = value if eq else None
+                port = None
+                if port_text is not None:
+                    port = int(port_text)
+                    if port > 65535:
+                        return cls._parse(text)
+                uri = cls.__new__(cls)
+                uri.scheme, uri.user, uri.password, uri.host, uri.port = scheme, user, None, host.lower(), port
+                uri.params, uri.headers = params, {}
+                return uri
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> SipUri:
         scheme, colon, rest = text.strip(_WS).partition(":")
         if not colon or not rest:
             raise SipParseError("malformed URI")
@@ -379,6 +414,23 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str, header: str | None = None) -> NameAddr:
+        match = _FAST_NAME_ADDR(text)
+        if match is not None:  # fast path: quoted or token display name, <sip:...>, token params
+            quoted, tokens, uri_text, tail = match.groups()
+            try:
+                uri = SipUri.parse(uri_text)
+            except SipParseError:
+                uri = None  # let the slow path report it with context
+            if uri is not None:
+                params: dict[str, str | None] = {}
+                if tail:
+                    for part in tail[1:].split(";"):
+                        name, eq, value = part.partition("=")
+                        params[name.lower()] = value if eq else None
+                addr = cls.__new__(cls)
+                addr.display_name = quoted if quoted is not None else (" ".join(tokens.split()) or None)
+                addr.uri, addr.params = uri, params
+                return addr
         try:
             return cls._parse(text.strip(" \t"), header)
         except UnsupportedUriScheme as exc:

@@ -359,3 +359,26 @@ def test_wal_autocheckpoint_and_manual_checkpoint(db_path):
     store = LocalStore(db_path)
     assert len(store.load_bindings()) == 100
     store.close()
+
+
+def test_checkpointer_folds_the_wal_back_without_the_writer(tmp_path):
+    from sipsync.server.store import Checkpointer
+
+    path = tmp_path / "ckpt.db"
+    store = LocalStore(path, wal_autocheckpoint=0)
+    for i in range(300):
+        store.set_meta(f"k{i}", "x" * 500)
+        store.flush()
+    # With automatic checkpoints off, the rows are only in the WAL: the main file stays small.
+    assert path.stat().st_size < 50_000 < (tmp_path / "ckpt.db-wal").stat().st_size
+    checkpointer = Checkpointer(path, interval=0.05)
+    checkpointer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < 100_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        checkpointer.stop()
+    assert path.stat().st_size >= 100_000
+    assert store.get_meta("k299") == "x" * 500
+    store.close()
