@@ -91,9 +91,15 @@ class SipService:
     # --- durability: answer after the group commit -----------------------------------------
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        if self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (tools, tests): commit at once
+            self.flush()
+            return
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Commit everything queued in the store, then send the replies that waited for it."""
