@@ -49,22 +49,22 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 __all__ = [
-    'ALGORITHMS',
-    'DigestCredentials',
-    'DigestError',
-    'NonceManager',
-    'NonceState',
-    'build_challenge',
-    'build_challenges',
-    'compute_ha1',
-    'expected_response',
-    'parse_credentials',
-    'verify_response',
+    "ALGORITHMS",
+    "DigestCredentials",
+    "DigestError",
+    "NonceManager",
+    "NonceState",
+    "build_challenge",
+    "build_challenges",
+    "compute_ha1",
+    "expected_response",
+    "parse_credentials",
+    "verify_response",
 ]
 
 #: Base algorithms a server may offer, strongest first (the order RFC 8760 wants
 #: the challenges in).  The ``-sess`` variants of both are accepted on verification.
-ALGORITHMS = ('MD5', 'SHA-256')
+ALGORITHMS = ("MD5", "SHA-256")
 
 
 class DigestError(ValueError):
@@ -81,38 +81,38 @@ def _sha256(data: bytes) -> str:
 
 # Canonical (upper-case) algorithm token -> (hex digest function, is "-sess").
 _HASHES: dict[str, tuple[Callable[[bytes], str], bool]] = {
-    'MD5': (_md5, False),
-    'MD5-SESS': (_md5, True),
-    'SHA-256': (_sha256, False),
-    'SHA-256-SESS': (_sha256, True),
+    "MD5": (_md5, False),
+    "MD5-SESS": (_md5, True),
+    "SHA-256": (_sha256, False),
+    "SHA-256-SESS": (_sha256, True),
 }
 # Canonical spelling of each accepted token, as it appears in the RFCs.
-_CANONICAL = {'MD5': 'MD5', 'MD5-SESS': 'MD5-sess', 'SHA-256': 'SHA-256', 'SHA-256-SESS': 'SHA-256-sess'}
-_HEX_LEN = {'MD5': 32, 'MD5-sess': 32, 'SHA-256': 64, 'SHA-256-sess': 64}
+_CANONICAL = {"MD5": "MD5", "MD5-SESS": "MD5-sess", "SHA-256": "SHA-256", "SHA-256-SESS": "SHA-256-sess"}
+_HEX_LEN = {"MD5": 32, "MD5-sess": 32, "SHA-256": 64, "SHA-256-sess": 64}
 
 
 def _hash_for(algorithm: str) -> tuple[Callable[[bytes], str], bool]:
     try:
         return _HASHES[algorithm.upper()]
     except KeyError:
-        raise DigestError(f'unsupported digest algorithm {algorithm!r}') from None
+        raise DigestError(f"unsupported digest algorithm {algorithm!r}") from None
 
 
 def _canonical_algorithm(algorithm: str) -> str:
     try:
         return _CANONICAL[algorithm.upper()]
     except KeyError:
-        raise DigestError(f'unsupported digest algorithm {algorithm!r}') from None
+        raise DigestError(f"unsupported digest algorithm {algorithm!r}") from None
 
 
-def compute_ha1(username: str, realm: str, password: str, algorithm: str = 'MD5') -> str:
+def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
     """``H(username ":" realm ":" password)`` as lower-case hex.
 
     For the ``-sess`` algorithms this is still the value to store: the session key
     ``H(HA1 ":" nonce ":" cnonce)`` is derived per request by :func:`expected_response`.
     """
     digest, _sess = _hash_for(algorithm)
-    return digest(f'{username}:{realm}:{password}'.encode())
+    return digest(f"{username}:{realm}:{password}".encode())
 
 
 # --------------------------------------------------------------------------- parsing
@@ -127,7 +127,7 @@ class DigestCredentials:
     nonce: str
     uri: str
     response: str
-    algorithm: str = 'MD5'
+    algorithm: str = "MD5"
     qop: str | None = None
     nc: str | None = None
     cnonce: str | None = None
@@ -138,43 +138,77 @@ class DigestCredentials:
 # Leading commas/whitespace are skipped so that empty list elements (",,") are allowed
 # as RFC 7230 section 7 asks.  \s covers the CR LF of folded header lines too.
 _PARAM_RE = re.compile(
-    r'[\s,]*'
+    r"[\s,]*"
     r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+)"  # name (token)
-    r'\s*=\s*'
+    r"\s*=\s*"
     r'(?:"((?:[^"\\]|\\.)*)"'  # quoted-string (group 2), with quoted-pairs
     r"|([!#$%&'*+\-.^_`|~0-9A-Za-z/:@\[\]?]+))"  # or a token (group 3), lenient
-    r'\s*(?:,|$)',
+    r"\s*(?:,|$)",
     re.DOTALL,
 )
-_UNESCAPE_RE = re.compile(r'\\(.)', re.DOTALL)
-_SCHEME_RE = re.compile(r'\s*Digest(?:\s+|$)', re.IGNORECASE)
-_NC_RE = re.compile(r'[0-9A-Fa-f]{8}')
-_HEX_RE = re.compile(r'[0-9A-Fa-f]+')
+_UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+_SCHEME_RE = re.compile(r"\s*Digest(?:\s+|$)", re.IGNORECASE)
+_NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
+_HEX_RE = re.compile(r"[0-9A-Fa-f]+")
 
-_MANDATORY = ('username', 'realm', 'nonce', 'uri', 'response')
-_QOPS = frozenset({'auth', 'auth-int'})
+_MANDATORY = ("username", "realm", "nonce", "uri", "response")
+_QOPS = frozenset({"auth", "auth-int"})
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_VALUE_CHARS = _TOKEN_CHARS | frozenset("/:@[]?")  # the regular expression's lenient token
 
 
 def _parse_params(text: str, pos: int) -> dict[str, str]:
+    """Parameters of a credentials value. This runs on every authenticated request, so the
+    common shape (no escapes, no commas inside quotes) is split with str methods; anything
+    else goes through the regular expression, which also reports where a list is broken."""
+    if "\\" in text:
+        return _parse_params_regex(text, pos)
+    params: dict[str, str] = {}
+    for part in text[pos:].split(","):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq:
+            if name:
+                return _parse_params_regex(text, pos)
+            continue
+        value = value.strip()
+        if not name or not _TOKEN_CHARS.issuperset(name):
+            return _parse_params_regex(text, pos)
+        if value[:1] == '"':
+            if len(value) < 2 or value[-1] != '"' or '"' in value[1:-1]:
+                return _parse_params_regex(text, pos)
+            value = value[1:-1]
+        elif not value or not _TOKEN_VALUE_CHARS.issuperset(value):
+            return _parse_params_regex(text, pos)
+        name = name.lower()
+        if name in params:
+            raise DigestError(f"duplicate digest parameter {name!r}")
+        params[name] = value
+    return params
+
+
+def _parse_params_regex(text: str, pos: int) -> dict[str, str]:
     params: dict[str, str] = {}
     end = len(text)
     match = _PARAM_RE.match
     while pos < end:
         m = match(text, pos)
         if m is None:
-            if text[pos:].strip(' \t\r\n,'):
-                raise DigestError(f'malformed digest parameters near {text[pos:pos + 20]!r}')
+            if text[pos:].strip(" \t\r\n,"):
+                raise DigestError(f"malformed digest parameters near {text[pos : pos + 20]!r}")
             break
         name = m.group(1).lower()
         quoted = m.group(2)
         if quoted is None:
             value = m.group(3)
-        elif '\\' in quoted:
-            value = _UNESCAPE_RE.sub(r'\1', quoted)
+        elif "\\" in quoted:
+            value = _UNESCAPE_RE.sub(r"\1", quoted)
         else:
             value = quoted
         if name in params:
-            raise DigestError(f'duplicate digest parameter {name!r}')
+            raise DigestError(f"duplicate digest parameter {name!r}")
         params[name] = value
         pos = m.end()
     return params
@@ -184,12 +218,12 @@ def _decode_ext_value(value: str) -> str:
     """RFC 8187 ext-value (``UTF-8''percent%20encoded``), used by ``username*``."""
     charset, sep, rest = value.partition("'")
     _lang, sep2, encoded = rest.partition("'")
-    if not sep or not sep2 or charset.upper() != 'UTF-8':
-        raise DigestError('malformed username* parameter')
+    if not sep or not sep2 or charset.upper() != "UTF-8":
+        raise DigestError("malformed username* parameter")
     try:
-        return unquote(encoded, encoding='utf-8', errors='strict')
+        return unquote(encoded, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
-        raise DigestError('malformed username* parameter') from None
+        raise DigestError("malformed username* parameter") from None
 
 
 def parse_credentials(header_value: str) -> DigestCredentials:
@@ -203,52 +237,52 @@ def parse_credentials(header_value: str) -> DigestCredentials:
     (RFC 7616 section 3.4.4) is refused: this server never offers it.
     """
     if not isinstance(header_value, str):
-        raise DigestError('credentials must be a string')
+        raise DigestError("credentials must be a string")
     m = _SCHEME_RE.match(header_value)
     if m is None:
-        raise DigestError('not a Digest credentials value')
+        raise DigestError("not a Digest credentials value")
     params = _parse_params(header_value, m.end())
 
-    if 'username*' in params:
-        if 'username' in params:
-            raise DigestError('both username and username* present')
-        params['username'] = _decode_ext_value(params['username*'])
+    if "username*" in params:
+        if "username" in params:
+            raise DigestError("both username and username* present")
+        params["username"] = _decode_ext_value(params["username*"])
     for name in _MANDATORY:
         if name not in params:
-            raise DigestError(f'missing digest parameter {name!r}')
-    if params.get('userhash', 'false').lower() == 'true':
-        raise DigestError('userhash is not supported')
+            raise DigestError(f"missing digest parameter {name!r}")
+    if params.get("userhash", "false").lower() == "true":
+        raise DigestError("userhash is not supported")
 
-    algorithm = _canonical_algorithm(params.get('algorithm', 'MD5'))
-    response = params['response'].lower()
+    algorithm = _canonical_algorithm(params.get("algorithm", "MD5"))
+    response = params["response"].lower()
     if len(response) != _HEX_LEN[algorithm] or _HEX_RE.fullmatch(response) is None:
-        raise DigestError('digest response is not a hex digest of the right length')
+        raise DigestError("digest response is not a hex digest of the right length")
 
-    qop = params.get('qop')
-    nc = params.get('nc')
-    cnonce = params.get('cnonce')
+    qop = params.get("qop")
+    nc = params.get("nc")
+    cnonce = params.get("cnonce")
     if qop is not None:
         qop = qop.lower()
         if qop not in _QOPS:
-            raise DigestError(f'unsupported qop {qop!r}')
+            raise DigestError(f"unsupported qop {qop!r}")
         if nc is None or cnonce is None:
-            raise DigestError('qop requires nc and cnonce')
+            raise DigestError("qop requires nc and cnonce")
         if _NC_RE.fullmatch(nc) is None:
-            raise DigestError('nc must be 8 hex digits')
-    elif algorithm.endswith('-sess') and cnonce is None:
-        raise DigestError(f'{algorithm} requires cnonce')
+            raise DigestError("nc must be 8 hex digits")
+    elif algorithm.endswith("-sess") and cnonce is None:
+        raise DigestError(f"{algorithm} requires cnonce")
 
     return DigestCredentials(
-        username=params['username'],
-        realm=params['realm'],
-        nonce=params['nonce'],
-        uri=params['uri'],
+        username=params["username"],
+        realm=params["realm"],
+        nonce=params["nonce"],
+        uri=params["uri"],
         response=response,
         algorithm=algorithm,
         qop=qop,
         nc=nc,
         cnonce=cnonce,
-        opaque=params.get('opaque'),
+        opaque=params.get("opaque"),
     )
 
 
@@ -256,12 +290,12 @@ def parse_credentials(header_value: str) -> DigestCredentials:
 
 
 class NonceState(enum.Enum):
-    VALID = 'valid'
-    STALE = 'stale'  # ours (HMAC ok) but expired: re-challenge with stale=true
-    INVALID = 'invalid'  # forged, garbled, or issued for another realm
+    VALID = "valid"
+    STALE = "stale"  # ours (HMAC ok) but expired: re-challenge with stale=true
+    INVALID = "invalid"  # forged, garbled, or issued for another realm
 
 
-_TS = struct.Struct('>Q')  # issue time in milliseconds
+_TS = struct.Struct(">Q")  # issue time in milliseconds
 _RAND_LEN = 9
 _MAC_LEN = 16
 _BODY_LEN = _TS.size + _RAND_LEN
@@ -281,13 +315,13 @@ class NonceManager:
     #: processes sharing a secret may not have perfectly equal clocks).
     FUTURE_SKEW = 5.0
 
-    __slots__ = ('_clock', '_hmac', 'ttl')
+    __slots__ = ("_clock", "_hmac", "ttl")
 
     def __init__(self, secret: bytes, ttl: float = 300.0, clock: Callable[[], float] = time.time) -> None:
         if not secret:
-            raise ValueError('secret must not be empty')
+            raise ValueError("secret must not be empty")
         if ttl <= 0:
-            raise ValueError('ttl must be positive')
+            raise ValueError("ttl must be positive")
         # Keyed once; each MAC starts from a copy (saves re-deriving the key pads).
         self._hmac = hmac.new(bytes(secret), digestmod=hashlib.sha256)
         self.ttl = float(ttl)
@@ -301,13 +335,13 @@ class NonceManager:
 
     def issue(self, realm: str) -> str:
         body = _TS.pack(int(self._clock() * 1000)) + os.urandom(_RAND_LEN)
-        return base64.urlsafe_b64encode(body + self._mac(body, realm)).decode('ascii')
+        return base64.urlsafe_b64encode(body + self._mac(body, realm)).decode("ascii")
 
     def check(self, nonce: str, realm: str) -> NonceState:
         if len(nonce) != 44:
             return NonceState.INVALID
         try:
-            raw = base64.urlsafe_b64decode(nonce.encode('ascii'))
+            raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
         except (binascii.Error, UnicodeEncodeError, ValueError):
             return NonceState.INVALID
         if len(raw) != _NONCE_LEN:
@@ -325,8 +359,8 @@ class NonceManager:
 
 
 def _quote(value: str) -> str:
-    if '"' in value or '\\' in value:
-        value = value.replace('\\', '\\\\').replace('"', '\\"')
+    if '"' in value or "\\" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{value}"'
 
 
@@ -334,34 +368,34 @@ def build_challenge(
     realm: str,
     nonce: str,
     *,
-    algorithm: str = 'MD5',
+    algorithm: str = "MD5",
     stale: bool = False,
-    qop: str | None = 'auth',
+    qop: str | None = "auth",
     opaque: str | None = None,
 ) -> str:
     """The value of one WWW-Authenticate / Proxy-Authenticate header field.
 
     ``qop=None`` (or ``''``) produces an RFC 2069 style challenge without qop.
     """
-    parts = [f'Digest realm={_quote(realm)}']
+    parts = [f"Digest realm={_quote(realm)}"]
     if qop:
-        parts.append(f'qop={_quote(qop)}')
-    parts.append(f'nonce={_quote(nonce)}')
+        parts.append(f"qop={_quote(qop)}")
+    parts.append(f"nonce={_quote(nonce)}")
     if opaque is not None:
-        parts.append(f'opaque={_quote(opaque)}')
-    parts.append(f'algorithm={_canonical_algorithm(algorithm)}')
+        parts.append(f"opaque={_quote(opaque)}")
+    parts.append(f"algorithm={_canonical_algorithm(algorithm)}")
     if stale:
-        parts.append('stale=true')
-    return ', '.join(parts)
+        parts.append("stale=true")
+    return ", ".join(parts)
 
 
 def build_challenges(
     realm: str,
     nonce: str,
     *,
-    algorithms: Iterable[str] = ('SHA-256', 'MD5'),
+    algorithms: Iterable[str] = ("SHA-256", "MD5"),
     stale: bool = False,
-    qop: str | None = 'auth',
+    qop: str | None = "auth",
     opaque: str | None = None,
 ) -> list[str]:
     """One challenge per algorithm, in the given order (RFC 8760: SHA-256 before MD5).
@@ -378,7 +412,7 @@ def build_challenges(
 # ---------------------------------------------------------------------- verification
 
 
-def expected_response(creds: DigestCredentials, method: str, ha1: str, body: bytes = b'') -> str:
+def expected_response(creds: DigestCredentials, method: str, ha1: str, body: bytes = b"") -> str:
     """The request-digest the client should have sent, as lower-case hex.
 
     ``ha1`` is :func:`compute_ha1` for the credentials' algorithm (for ``-sess``
@@ -387,18 +421,18 @@ def expected_response(creds: DigestCredentials, method: str, ha1: str, body: byt
     """
     digest, sess = _hash_for(creds.algorithm)
     if sess:
-        ha1 = digest(f'{ha1}:{creds.nonce}:{creds.cnonce}'.encode())
+        ha1 = digest(f"{ha1}:{creds.nonce}:{creds.cnonce}".encode())
     qop = creds.qop
-    if qop == 'auth-int':
-        ha2 = digest(f'{method}:{creds.uri}:{digest(body)}'.encode())
+    if qop == "auth-int":
+        ha2 = digest(f"{method}:{creds.uri}:{digest(body)}".encode())
     else:
-        ha2 = digest(f'{method}:{creds.uri}'.encode())
+        ha2 = digest(f"{method}:{creds.uri}".encode())
     if qop:
-        return digest(f'{ha1}:{creds.nonce}:{creds.nc}:{creds.cnonce}:{qop}:{ha2}'.encode())
-    return digest(f'{ha1}:{creds.nonce}:{ha2}'.encode())
+        return digest(f"{ha1}:{creds.nonce}:{creds.nc}:{creds.cnonce}:{qop}:{ha2}".encode())
+    return digest(f"{ha1}:{creds.nonce}:{ha2}".encode())
 
 
-def verify_response(creds: DigestCredentials, method: str, ha1: str, body: bytes = b'') -> bool:
+def verify_response(creds: DigestCredentials, method: str, ha1: str, body: bytes = b"") -> bool:
     """Constant-time comparison of ``creds.response`` with :func:`expected_response`.
 
     Does not look at the nonce: call :meth:`NonceManager.check` as well.
