@@ -30,16 +30,18 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 class CreditLoadForm(forms.ModelForm):
-    idempotency_key = forms.CharField(widget=forms.HiddenInput)
+    # Named unlike the model's idempotency_key so the ModelForm skips its unique check: a
+    # resubmitted form must reach the service, which answers with the first entry.
+    submission_key = forms.CharField(widget=forms.HiddenInput, max_length=100)
 
     class Meta:
         model = CreditLoad
-        fields = ("customer", "amount", "reference", "note", "idempotency_key")
+        fields = ("customer", "amount", "reference", "note")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # One key per rendered form: submitting the same form twice loads once.
-        self.fields["idempotency_key"].initial = f"admin-load:{uuid.uuid4()}"
+        self.fields["submission_key"].initial = f"admin-load:{uuid.uuid4()}"
 
     def clean_amount(self):
         try:
@@ -75,7 +77,7 @@ class CreditLoadAdmin(admin.ModelAdmin):
                 customer=data["customer"],
                 amount=data["amount"],
                 by=request.user,
-                idempotency_key=data["idempotency_key"],
+                idempotency_key=data["submission_key"],
                 reference=data.get("reference", ""),
                 note=data.get("note", ""),
             )
