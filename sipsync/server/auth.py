@@ -71,7 +71,7 @@ class Authenticator:
         accounts: AccountTable,
         nonces: NonceManager,
         limiter: FailureLimiter,
-        algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        algorithms: tuple[str, ...] = ("MD5", "SHA-256"),
     ) -> None:
         self.realm = realm
         self._accounts = accounts

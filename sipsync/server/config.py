@@ -17,4 +17,8 @@ class ServiceConfig:
     auth_failure_limit: int = 20
     auth_failure_window: float = 60.0
     server_header: str = "ninja-sip"
+    # Challenge order. MD5 first because many deployed UAs (SIPp 3.6, Asterisk 18.5, FreeSWITCH
+    # 1.10.6, older desk phones) read only the first WWW-Authenticate header and give up on
+    # SHA-256; SHA-256 is still offered for UAs that pick the strongest challenge they know.
+    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
     allowed_methods: tuple[str, ...] = field(default=("REGISTER", "OPTIONS", "ACK"))

@@ -96,7 +96,7 @@ class Via:
         try:
             return cls._parse(text)
         except SipParseError as exc:
-            raise SipParseError(f"malformed Via: {exc}" if exc.header is None else str(exc), "Via") from None
+            raise SipParseError(f"malformed Via ({exc})", "Via") from None
 
     @classmethod
     def _parse(cls, text: str) -> Via:
@@ -222,10 +222,12 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         match = _FAST_CSEQ(text)
-        if match is not None and int(match[1]) <= MAX_CSEQ:
-            cseq = cls.__new__(cls)
-            cseq.seq, cseq.method = int(match[1]), match[2]
-            return cseq
+        if match is not None:
+            seq = int(match[1])
+            if seq <= MAX_CSEQ:
+                cseq = cls.__new__(cls)
+                cseq.seq, cseq.method = seq, match[2]
+                return cseq
         parts = text.split()
         if len(parts) != 2 or not is_token(parts[1]):
             raise SipParseError("malformed CSeq", "CSeq")

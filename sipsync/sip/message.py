@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .errors import SipParseError
+from .errors import SipParseError, UnsupportedUriScheme
 from .headers import CSeq, Via, split_header_values
-from .uri import NameAddr, SipUri, parse_uint
+from .uri import TOKEN_CHARS, NameAddr, SipUri, parse_uint
 
 COMPACT_FORMS = {
     "v": "Via", "f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "l": "Content-Length",
@@ -79,7 +79,8 @@ _CLASS_PHRASES = {
 
 _name_cache: dict[str, tuple[str, str]] = {}
 _SINGLE_KEYS = {
-    name: name.lower() for name in ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Expires", "Content-Type")
+    name: name.lower()
+    for name in ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Expires", "Content-Type")
 }
 
 
@@ -101,8 +102,8 @@ def normalize_name(name: str) -> tuple[str, str]:
 
 
 def _check_header_text(name: str, value: str) -> None:
-    if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name or not name:
-        raise ValueError(f"invalid header {name!r}")
+    if "\r" in value or "\n" in value or not TOKEN_CHARS.issuperset(name) or not name:
+        raise ValueError(f"invalid header {name!r}: {value[:40]!r}")
 
 
 class Headers:
@@ -140,13 +141,15 @@ class Headers:
         """First value per key, and the keys that occur more than once; cached until a mutation."""
         index = self._cache.get("")
         if index is None:
-            first: dict[str, str] = {}
+            items = self._items
+            first = {k: value for k, _, value in reversed(items)}
             repeated: set[str] = set()
-            for k, _, value in self._items:
-                if k in first:
-                    repeated.add(k)
-                else:
-                    first[k] = value
+            if len(first) != len(items):
+                seen: set[str] = set()
+                for k, _, _ in items:
+                    if k in seen:
+                        repeated.add(k)
+                    seen.add(k)
             index = self._cache[""] = (first, repeated)
         return index
 
@@ -426,9 +429,11 @@ class Request(SipMessage):
         if uri is None:
             try:
                 uri = SipUri.parse(self.raw_uri)
-            except SipParseError as exc:
+            except UnsupportedUriScheme as exc:
                 exc.header = "Request-URI"
                 raise
+            except SipParseError as exc:
+                raise SipParseError(f"malformed Request-URI ({exc})", "Request-URI") from None
             if uri.headers:
                 raise SipParseError("headers not allowed in Request-URI", "Request-URI")
             self._uri = uri

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from .errors import SipParseError, UnsupportedVersion
+from .errors import SipParseError, UnsupportedUriScheme, UnsupportedVersion
 from .headers import Via, split_header_values
 from .message import CANONICAL_NAMES, Headers, Request, Response, SipMessage, make_response, normalize_name
 from .uri import TOKEN_CHARS, is_token, parse_uint
@@ -58,7 +58,7 @@ def _parse_headers(lines: list[str]) -> tuple[list[tuple[str, str, str]], int | 
     items: list[tuple[str, str, str]] = []
     append = items.append
     cached = _valid_names.get
-    has_length = False
+    length_at: list[int] = []  # positions of Content-Length fields (their values may still unfold)
     for line in lines:
         name, colon, value = line.partition(":")
         kc = cached(name)
@@ -73,18 +73,15 @@ def _parse_headers(lines: list[str]) -> tuple[list[tuple[str, str, str]], int | 
             if not colon:
                 raise SipParseError(f"malformed header line {line[:30]!r}")
             kc = _check_name(name)
-        append((kc[0], kc[1], value.strip(" \t")))
         if kc[0] == "content-length":
-            has_length = True
-    if not has_length:
+            length_at.append(len(items))
+        append((kc[0], kc[1], value.strip(" \t")))
+    if not length_at:
         return items, None
-    content_length: int | None = None
-    for key, _, value in items:
-        if key == "content-length":
-            number = _content_length(value)
-            if content_length is not None and content_length != number:
-                raise SipParseError("conflicting Content-Length values", "Content-Length")
-            content_length = number
+    content_length = _content_length(items[length_at[0]][2])
+    for index in length_at[1:]:
+        if _content_length(items[index][2]) != content_length:
+            raise SipParseError("conflicting Content-Length values", "Content-Length")
     return items, content_length
 
 
@@ -129,7 +126,7 @@ def _parse_start_line(line: str) -> Request | Response:
         version, code = parts[0], parts[1]
         if version.upper() != "SIP/2.0":
             raise UnsupportedVersion(f"unsupported SIP version {version[:20]!r}")
-        if len(code) != 3 or not code.isascii() or not code.isdigit() or code[0] == "0":
+        if len(code) != 3 or not code.isascii() or not code.isdigit() or not "1" <= code[0] <= "6":
             raise SipParseError("malformed status code")
         reason = line[len(version) + len(code) + 2:]
         if any(ord(c) < 32 and c != "\t" for c in reason):
@@ -203,7 +200,7 @@ def validate_message(msg: SipMessage) -> None:
 
 
 def try_error_response(data: bytes, error: SipParseError) -> Response | None:
-    """Best-effort ``400``/``505`` answer for a malformed request, or ``None`` to drop it.
+    """Best-effort ``400``/``416``/``505`` answer for a malformed request, or ``None`` to drop it.
 
     ``error`` is what ``parse_message``, an accessor or ``validate_message`` raised. A response
     needs a usable top Via (to route it) and the raw From, To, Call-ID and CSeq to copy.
@@ -248,6 +245,8 @@ def try_error_response(data: bytes, error: SipParseError) -> Response | None:
     to_tag = secrets.token_hex(5)  # used only when To has no tag
     if isinstance(error, UnsupportedVersion):
         return make_response(request, 505, to_tag=to_tag)
+    if isinstance(error, UnsupportedUriScheme) and error.header == "Request-URI":
+        return make_response(request, 416, to_tag=to_tag)  # RFC 3261 8.2.2.1
     reason = "Bad Request - " + _describe(error)
     return make_response(request, 400, reason, to_tag=to_tag)
 

@@ -5,6 +5,7 @@ Also home of the small lexical helpers shared by the other modules of this packa
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import string
@@ -159,12 +160,12 @@ def parse_params(text: str, what: str, header: str | None = None) -> dict[str, s
         if not token(name) or not name:
             name = name.strip(_WS)
             if not name or not token(name):
-                raise SipParseError(f"malformed {what} parameter", header)
+                raise SipParseError(f"bad {what} parameter", header)
         if eq:
             if not value or not token(value):
                 value = value.strip(_WS)
                 if not value or (value[0] != '"' and not _param_value_ok(value)):
-                    raise SipParseError(f"malformed {what} parameter", header)
+                    raise SipParseError(f"bad {what} parameter", header)
             params[name.lower()] = value
         else:
             params[name.lower()] = None
@@ -210,15 +211,43 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_T = r"A-Za-z0-9\-.!%*_+`'~"  # token characters, for the fast-path patterns
-_FAST_SIP_URI = re.compile(
-    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]+)@)?([A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{1,5}))?"
-    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)\Z"
-).match
-_FAST_NAME_ADDR = re.compile(
-    rf'[ \t]*(?:"([^"\\\x00-\x1f]*)"[ \t]*|((?:[{_T}]+[ \t]+)*(?:[{_T}]+)?)[ \t]*)<(sips?:[^<>" \t]*)>'
-    rf"[ \t]*((?:;[{_T}]+(?:=[{_T}]+)?)*)[ \t]*\Z"
-).match
+# Fast paths: regular expressions for the common shapes, which need no unescaping. Input they do
+# not match goes to the careful parsers, which accept more and explain what is wrong.
+_T = r"A-Za-z0-9\-.!%*_+`'~"  # token characters
+_P = r"A-Za-z0-9\-_.!~*'()\[\]/:&+$"  # URI parameter characters, without escapes
+_SIMPLE_URI = (
+    rf"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/]+)@)?([A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{{1,5}}))?"
+    rf"((?:;[{_P}]+(?:=[{_P}]+)?)*)"
+)
+_DISPLAY = rf'[ \t]*(?:"([^"\\\x00-\x1f]*)"[ \t]*|((?:[{_T}]+[ \t]+)*(?:[{_T}]+)?)[ \t]*)'
+_HEADER_PARAMS = rf"[ \t]*((?:;[{_T}]+(?:=[{_T}]+)?)*)[ \t]*\Z"
+_FAST_SIP_URI = re.compile(_SIMPLE_URI + r"\Z").match
+_FAST_NAME_ADDR = re.compile(_DISPLAY + "<" + _SIMPLE_URI + ">" + _HEADER_PARAMS).match
+_FAST_NAME_ADDR_ANY_URI = re.compile(_DISPLAY + r'<(sips?:[^<>" \t]*)>' + _HEADER_PARAMS).match
+
+
+def _simple_params(text: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        params[name.lower()] = value if eq else None
+    return params
+
+
+def _simple_uri(scheme: str, user: str | None, host: str, port_text: str | None, ptext: str) -> SipUri | None:
+    """Build a SipUri from ``_SIMPLE_URI`` groups; ``None`` if a check the pattern cannot do fails."""
+    if ".." in host:
+        return None
+    port = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return None
+    uri = SipUri.__new__(SipUri)
+    uri.scheme, uri.user, uri.password, uri.host = scheme, user, None, host.lower()
+    uri.port, uri.params, uri.headers = port, _simple_params(ptext) if ptext else {}, {}
+    return uri
+
 
 # --- URIs --------------------------------------------------------------------------------------
 
@@ -248,26 +277,10 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
-        # Fast path for the common shape; anything unusual takes the careful path below.
         match = _FAST_SIP_URI(text)
         if match is not None:
-            scheme, user, host, port_text, ptext = match.groups()
-            if ".." not in host:
-                params: dict[str, str | None] = {}
-                if ptext:
-                    for part in ptext[1:].split(";"):
-                        name, eq, value = part.partition("=")
-                        if not name:
-                            return cls._parse(text)
-                        params[name.lower()] = value if eq else None
-                port = None
-                if port_text is not None:
-                    port = int(port_text)
-                    if port > 65535:
-                        return cls._parse(text)
-                uri = cls.__new__(cls)
-                uri.scheme, uri.user, uri.password, uri.host, uri.port = scheme, user, None, host.lower(), port
-                uri.params, uri.headers = params, {}
+            uri = _simple_uri(*match.groups())
+            if uri is not None:
                 return uri
         return cls._parse(text)
 
@@ -414,34 +427,34 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str, header: str | None = None) -> NameAddr:
+        # fast paths: quoted or token display name, <sip:...>, token parameters
+        uri: SipUri | None = None
         match = _FAST_NAME_ADDR(text)
-        if match is not None:  # fast path: quoted or token display name, <sip:...>, token params
-            quoted, tokens, uri_text, tail = match.groups()
-            try:
-                uri = SipUri.parse(uri_text)
-            except SipParseError:
-                uri = None  # let the slow path report it with context
-            if uri is not None:
-                params: dict[str, str | None] = {}
-                if tail:
-                    for part in tail[1:].split(";"):
-                        name, eq, value = part.partition("=")
-                        params[name.lower()] = value if eq else None
-                addr = cls.__new__(cls)
-                addr.display_name = quoted if quoted is not None else (" ".join(tokens.split()) or None)
-                addr.uri, addr.params = uri, params
-                return addr
+        if match is not None:
+            quoted, tokens, scheme, user, host, port_text, ptext, tail = match.groups()
+            uri = _simple_uri(scheme, user, host, port_text, ptext)
+        else:
+            match = _FAST_NAME_ADDR_ANY_URI(text)
+            if match is not None:
+                quoted, tokens, uri_text, tail = match.groups()
+                with contextlib.suppress(SipParseError):  # else the careful path reports it
+                    uri = SipUri.parse(uri_text)
+        if uri is not None:
+            addr = cls.__new__(cls)
+            addr.display_name = quoted if quoted is not None else (" ".join(tokens.split()) or None)
+            addr.uri, addr.params = uri, _simple_params(tail) if tail else {}
+            return addr
         try:
-            return cls._parse(text.strip(" \t"), header)
+            return cls._parse(text.strip(" \t"))
         except UnsupportedUriScheme as exc:
             raise UnsupportedUriScheme(str(exc), exc.scheme, header) from None
         except SipParseError as exc:
             if header is not None and exc.header is None:
-                raise SipParseError(f"malformed {header}: {exc}", header) from None
+                raise SipParseError(f"malformed {header} ({exc})", header) from None
             raise
 
     @classmethod
-    def _parse(cls, s: str, header: str | None) -> NameAddr:
+    def _parse(cls, s: str) -> NameAddr:
         display: str | None = None
         if s.startswith('"'):
             display, end = parse_quoted(s)
@@ -453,7 +466,6 @@ class NameAddr:
             lt = s.find("<")
         if lt >= 0:
             if display is None:
-                rest = s
                 name = s[:lt].strip(_WS)
                 if name:
                     if not all(is_token(word) for word in name.split()):

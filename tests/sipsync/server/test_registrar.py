@@ -17,11 +17,11 @@ def events(node):
     return [event for _, event in node.store.events_after(0)]
 
 
-def test_register_without_credentials_is_challenged_sha256_first(node):
+def test_register_without_credentials_is_challenged_md5_first(node):
     response = Phone(node, "alice", "x").send(Phone(node, "alice", "x").request())
     assert response.status == 401
     challenges = response.headers.get_all("WWW-Authenticate")
-    assert [("SHA-256" in c, "MD5" in c) for c in challenges] == [(True, False), (False, True)]
+    assert [("SHA-256" in c, "MD5" in c) for c in challenges] == [(False, True), (True, False)]
     assert all(f'realm="{REALM}"' in c and 'qop="auth"' in c for c in challenges)
     assert events(node) == []  # a challenge is not a rejection
 

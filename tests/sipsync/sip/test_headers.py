@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sipsync.sip.errors import SipParseError
-from sipsync.sip.headers import CSeq, Via, split_header_values
+from sipsync.sip.headers import MAX_CSEQ, CSeq, Via, split_header_values
 
 
 def test_via_basic() -> None:
@@ -84,3 +84,38 @@ def test_cseq_malformed(text: str) -> None:
 )
 def test_split_header_values(value: str, parts: list[str]) -> None:
     assert split_header_values(value) == parts
+
+
+def test_via_and_cseq_fast_paths_agree_with_slow_paths() -> None:
+    import random
+
+    rng = random.Random(7)
+    samples = [
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport", "SIP/2.0/TCP h.example.com;received=1.2.3.4",
+        "SIP/2.0/UDP h;rport=5060;ttl=3;maddr=x", "SIP/2.0/WSS abc.invalid;branch=z9hG4bK-x.1",
+        "  SIP/2.0/UDP h:99999 ", "SIP/2.0/UDP a..b;x",
+    ]
+    chars = " \t;:=[]./-_0123456789abSIPU,\"%"
+
+    def mutate(text: str) -> str:
+        out = list(text)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(out) + 1)
+            if rng.random() < 0.5 and out:
+                del out[min(pos, len(out) - 1)]
+            else:
+                out.insert(pos, rng.choice(chars))
+        return "".join(out)
+
+    def via_fields(parse, text):  # type: ignore[no-untyped-def]
+        try:
+            via = parse(text)
+        except SipParseError:
+            return None
+        return (via.protocol, via.transport, via.host, via.port, via.params)
+
+    for text in samples + [mutate(rng.choice(samples)) for _ in range(3000)]:
+        assert via_fields(Via.parse, text) == via_fields(Via._parse_wrapped, text), text
+
+    assert str(CSeq.parse(" 0009 \tBYE ")) == "9 BYE"
+    assert CSeq.parse("2147483647 X").seq == MAX_CSEQ

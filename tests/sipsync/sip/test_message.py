@@ -136,6 +136,10 @@ def test_insert_first_set_remove() -> None:
     assert headers.remove_first("Nothing") is None
     with pytest.raises(ValueError):
         headers.add("X", "a\r\nInjected: yes")
+    with pytest.raises(ValueError):
+        headers.add("Bad Name", "x")
+    with pytest.raises(ValueError):
+        headers.set("", "x")
 
 
 def test_remove_first_pops_one_value_of_a_combined_line() -> None:

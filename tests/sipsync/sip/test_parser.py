@@ -106,6 +106,8 @@ def test_body_truncated_to_content_length_and_missing_length_takes_rest() -> Non
         (REGISTER.replace(b"REGISTER sip", b"REG\x00STER sip"), "method"),
         (b"SIP/2.0 20 OK\r\n\r\n", "status code"),
         (b"SIP/2.0 2000 OK\r\n\r\n", "status code"),
+        (b"SIP/2.0 700 Odd\r\n\r\n", "status code"),
+        (b"SIP/2.0 099 Odd\r\n\r\n", "status code"),
         (b"SIP/2.0 200 O\x01K\r\n\r\n", "reason"),
         (b"SIP/2.0\r\n\r\n", "status line"),
         (b"HTTP/1.1 200 OK\r\n\r\n", "method"),

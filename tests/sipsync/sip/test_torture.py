@@ -17,7 +17,8 @@ Every message has exactly one expected outcome, named in its test id:
   ``try_error_response`` answers 400 / 505 or gives ``None`` (responses are dropped).
 * ``parse_ok_reject_400`` / ``parse_ok_reject_drop``: the framing is fine (parse succeeds) but a
   header accessor / ``validate_message`` raises, and ``try_error_response`` answers 400 or ``None``.
-* ``parse_ok_416``: the Request-URI has an unsupported scheme (``UnsupportedUriScheme``).
+* ``parse_ok_416``: the Request-URI has an unsupported scheme (``UnsupportedUriScheme``);
+  ``try_error_response`` answers 416.
 """
 
 from __future__ import annotations
@@ -401,8 +402,10 @@ def test_torture_message(name: str, outcome: str, check: Check) -> None:
         assert isinstance(msg, Request)
         with pytest.raises(UnsupportedUriScheme):
             msg.uri  # noqa: B018
-        with pytest.raises(UnsupportedUriScheme):
+        with pytest.raises(UnsupportedUriScheme) as info:
             validate_message(msg)
+        response = try_error_response(data, info.value)
+        assert response is not None and (response.status, response.reason) == (416, "Unsupported URI Scheme")
     else:
         with pytest.raises(SipParseError) as info:
             validate_message(msg)

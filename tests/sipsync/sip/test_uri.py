@@ -137,3 +137,66 @@ def test_ipv6_three_colon_form_is_tolerated_and_normalised() -> None:
     assert SipUri.parse("sip:[2001:db8:::192.0.2.1]").host == "[2001:db8::192.0.2.1]"
     with pytest.raises(SipParseError):
         SipUri.parse("sip:[2001:db8:::1]")
+
+
+# --- the regex fast paths must agree with the careful parsers -----------------------------------
+
+URI_SAMPLES = [
+    "sip:alice@example.com", "sip:alice@example.com:5060;transport=tcp;lr", "sips:b@[2001:db8::1]:5061",
+    "sip:+15551234@gw.example.net;user=phone", "sip:example.com", "sip:a.b-c@h-1.example.com.;x=y",
+    "sip:u@h;maddr=[2001:db8::1]", "SIP:a@B.com", "sip:a@b:65535", "sip:a@b:65536", "sip:a@b..c",
+]
+NAME_ADDR_SAMPLES = [
+    '"Alice" <sip:alice@example.com>;tag=123', "Bob <sip:bob@example.com>", "<sip:x@y>;expires=60;q=0.5",
+    '  "" <sip:x@y> ', "A  B\t<sip:x@y> ;tag=z", "<sip:x@y>;tag=", "<sips:x@y:5061;lr>;+sip.instance=a",
+]
+CHARS = " \t;:@<>\"=?&%[].-_0123456789abcxyzSIP,\\\x00é"
+
+
+def _mutations(samples: list[str], count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    out = list(samples)
+    for _ in range(count):
+        text = list(rng.choice(samples))
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(text) + 1)
+            if rng.random() < 0.5 and text:
+                del text[min(pos, len(text) - 1)]
+            else:
+                text.insert(pos, rng.choice(CHARS))
+        out.append("".join(text))
+    return out
+
+
+def _uri_fields(uri: SipUri) -> tuple[object, ...]:
+    return (uri.scheme, uri.user, uri.password, uri.host, uri.port, uri.params, uri.headers)
+
+
+def test_uri_fast_path_agrees_with_slow_path() -> None:
+    for text in _mutations(URI_SAMPLES, 3000, 1):
+        try:
+            fast = _uri_fields(SipUri.parse(text))
+        except SipParseError:
+            fast = None
+        try:
+            slow = _uri_fields(SipUri._parse(text))
+        except SipParseError:
+            slow = None
+        assert fast == slow, text
+
+
+def test_name_addr_fast_path_agrees_with_slow_path() -> None:
+    for text in _mutations(NAME_ADDR_SAMPLES, 3000, 2):
+        try:
+            fast = NameAddr.parse(text)
+            fast_fields = (fast.display_name, _uri_fields(fast.uri), fast.params)
+        except SipParseError:
+            fast_fields = None
+        try:
+            slow = NameAddr._parse(text.strip(" \t"))
+            slow_fields = (slow.display_name, _uri_fields(slow.uri), slow.params)
+        except SipParseError:
+            slow_fields = None
+        assert fast_fields == slow_fields, text
