@@ -20,7 +20,7 @@ from sipsync.server.store import LocalStore
 from sipsync.server.transport import Address, Endpoint
 from sipsync.sip.errors import SipParseError
 from sipsync.sip.headers import Via
-from sipsync.sip.message import Request, Response, make_response
+from sipsync.sip.message import Request, Response, render_response
 from sipsync.sip.parser import parse_message, try_error_response
 
 log = logging.getLogger("sipsync.core")
@@ -46,6 +46,7 @@ class SipService:
         self._awaiting_flush: list[tuple[Request, Reply, Address, Endpoint]] = []
         self._flush_scheduled = False
         self._allow = ", ".join(SUPPORTED_METHODS)
+        self._server_header = ("Server", config.server_header)
 
     # --- entry point from the transports ---------------------------------------------------
 
@@ -118,20 +119,23 @@ class SipService:
     def _send_reply(self, request: Request, reply: Reply, source: Address, endpoint: Endpoint) -> None:
         if reply.cause is not None:
             self._record_rejection(request, reply, source)
-        try:
-            response = make_response(request, reply.status, reply.reason, to_tag=_to_tag(request))
-        except SipParseError:
-            return  # From/To too broken to answer (a 400 needs them)
-        headers = response.headers
-        headers.remove_first("Via")
-        headers.insert_first("Via", _received_via(request.via, source))
-        for name, value in reply.headers:
-            headers.add(name, value)
+        headers = reply.headers
         if reply.cause is not None:
             wire = WIRE_CAUSE.get(reply.cause, reply.cause)
-            headers.add("Warning", f'399 {self._config.realm} "{wire}"')
-        headers.add("Server", self._config.server_header)
-        endpoint.send(response.to_bytes(), _response_address(request.via, source, endpoint))
+            headers = [*headers, ("Warning", f'399 {self._config.realm} "{wire}"')]
+        try:
+            via = request.via
+            data = render_response(
+                request,
+                reply.status,
+                reply.reason,
+                to_tag=_to_tag(request),
+                top_via=_received_via(via, source),
+                extra_headers=[*headers, self._server_header],
+            )
+        except SipParseError:
+            return  # From/To too broken to answer (a 400 needs them)
+        endpoint.send(data, _response_address(via, source, endpoint))
 
     def _answer_unparseable(
         self, data: bytes, error: SipParseError, source: Address, endpoint: Endpoint
@@ -180,10 +184,10 @@ def _to_tag(request: Request) -> str:
     return format(zlib.crc32(seed), "08x")
 
 
-def _received_via(via: Via, source: Address) -> str:
-    """The top Via with received/rport filled in (RFC 3261 18.2.1, RFC 3581)."""
+def _received_via(via: Via, source: Address) -> str | None:
+    """The top Via with received/rport filled in (RFC 3261 18.2.1, RFC 3581); None if unchanged."""
     if via.host.strip("[]") == source[0] and not via.has_rport:
-        return str(via)
+        return None
     stamped = via.copy()
     if via.host.strip("[]") != source[0]:
         stamped.params["received"] = source[0]

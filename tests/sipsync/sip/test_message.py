@@ -26,7 +26,7 @@ INVITE = (
     b"From: Alice <sip:alice@example.com>;tag=1928301774\r\n"
     b"Call-ID: a84b4c76e66710@pc33.example.com\r\n"
     b"CSeq: 314159 INVITE\r\n"
-    b"Contact: <sip:alice@pc33.example.com>, \"Second\" <sip:alice@mobile.example.com>;q=0.5\r\n"
+    b'Contact: <sip:alice@pc33.example.com>, "Second" <sip:alice@mobile.example.com>;q=0.5\r\n'
     b"X-Custom: one, two\r\n"
     b"Content-Type: application/sdp\r\n"
     b"Content-Length: 4\r\n"
@@ -88,8 +88,12 @@ def test_missing_and_malformed_headers_raise() -> None:
 
 
 def test_contact_star() -> None:
-    msg = parse_request(INVITE.replace(b"Contact: <sip:alice@pc33.example.com>, \"Second\" "
-                                       b"<sip:alice@mobile.example.com>;q=0.5", b"Contact: *"))
+    msg = parse_request(
+        INVITE.replace(
+            b'Contact: <sip:alice@pc33.example.com>, "Second" <sip:alice@mobile.example.com>;q=0.5',
+            b"Contact: *",
+        )
+    )
     assert msg.contact_star and msg.contacts == []
     msg.headers.add("Contact", "<sip:x@y>")
     with pytest.raises(SipParseError):
@@ -106,12 +110,15 @@ def test_headers_case_insensitive_and_compact() -> None:
 
 
 def test_get_all_splits_only_list_headers() -> None:
-    headers = Headers([
-        ("Allow", "INVITE, ACK"), ("Allow", "BYE"),
-        ("WWW-Authenticate", 'Digest realm="a", nonce="b"'),
-        ("Date", "Sat, 13 Nov 2010 23:29:00 GMT"),
-        ("X-Custom", "one, two"),
-    ])
+    headers = Headers(
+        [
+            ("Allow", "INVITE, ACK"),
+            ("Allow", "BYE"),
+            ("WWW-Authenticate", 'Digest realm="a", nonce="b"'),
+            ("Date", "Sat, 13 Nov 2010 23:29:00 GMT"),
+            ("X-Custom", "one, two"),
+        ]
+    )
     assert headers.get_all("allow") == ["INVITE", "ACK", "BYE"]
     assert headers.get_all("WWW-Authenticate") == ['Digest realm="a", nonce="b"']
     assert headers.get_all("Date") == ["Sat, 13 Nov 2010 23:29:00 GMT"]
@@ -164,8 +171,10 @@ def test_to_bytes_round_trip_and_content_length_rewrite() -> None:
     wire = msg.to_bytes()
     assert b"Content-Length: 10\r\n" in wire and wire.endswith(b"\r\n\r\nv=0\r\no=x\r\n")
     again = parse_request(wire)
-    assert list(again.headers) == list(msg.headers)[:-2] + [("Content-Type", "application/sdp"),
-                                                            ("Content-Length", "10")]
+    assert list(again.headers) == list(msg.headers)[:-2] + [
+        ("Content-Type", "application/sdp"),
+        ("Content-Length", "10"),
+    ]
     assert again.body == msg.body
     assert bytes(again) == wire
 
@@ -215,3 +224,38 @@ def test_make_response_keeps_existing_to_tag_and_custom_reason() -> None:
     resp = make_response(req, 200, "Very OK", to_tag="ignored")
     assert resp.to.tag == "x" and resp.reason == "Very OK"
     assert make_response(req, 100).headers.get("To") == "<sip:bob@example.com>;tag=x"
+
+
+@pytest.mark.parametrize(
+    "to, tag",
+    [
+        ("<sip:bob@example.com>", "t1"),
+        ("<sip:bob@example.com>;tag=already", "t1"),
+        ('"tag=x" <sip:b@e>', "t2"),
+    ],
+)
+def test_render_response_matches_make_response(to, tag):
+    from sipsync.sip.message import make_response, render_response
+    from sipsync.sip.parser import parse_message
+
+    request = parse_message(
+        (
+            "REGISTER sip:example.com SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a;rport, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-b\r\n"
+            "Via: SIP/2.0/TCP 10.0.0.8;branch=z9hG4bK-c\r\n"
+            f"From: <sip:bob@example.com>;tag=f\r\nTo: {to}\r\nCall-ID: c@h\r\nCSeq: 7 REGISTER\r\n"
+            "X-Other: kept out\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    extra = [("Contact", "<sip:bob@10.0.0.1>;expires=60"), ("Server", "test")]
+    expected = make_response(request, 200, to_tag=tag, extra_headers=extra).to_bytes()
+    assert render_response(request, 200, to_tag=tag, extra_headers=extra) == expected
+    stamped = render_response(
+        request, 200, to_tag=tag, top_via="SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a;rport=1"
+    )
+    vias = parse_message(stamped).headers.get_all("Via")
+    assert vias == [
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a;rport=1",
+        "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-b",
+        "SIP/2.0/TCP 10.0.0.8;branch=z9hG4bK-c",
+    ]
