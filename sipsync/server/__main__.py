@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -29,8 +30,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-expires", type=int, default=3600)
     parser.add_argument(
         "--digest-algorithms",
-        default="SHA-256,MD5",
-        help="challenge algorithms, most preferred first (default SHA-256,MD5)",
+        default="MD5,SHA-256",
+        help="challenge algorithms in the order offered (default MD5,SHA-256: see ServiceConfig)",
+    )
+    parser.add_argument(
+        "--control",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve the HTTP control interface here; needs a secret from $SIP_CONTROL_SECRET "
+        "or --control-secret-file (never from the command line)",
+    )
+    parser.add_argument(
+        "--control-secret-file",
+        metavar="PATH",
+        help="file holding the control interface's shared secret (takes precedence over the environment)",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -38,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, control_secret: str | None = None) -> int:
     config = ServiceConfig(
         realm=args.realm,
         store_path=args.store,
@@ -46,21 +59,41 @@ async def serve(args: argparse.Namespace) -> None:
         node_id=args.node_id,
         min_expires=args.min_expires,
         max_expires=max(args.max_expires, args.min_expires),
+        digest_algorithms=tuple(a.strip().upper() for a in args.digest_algorithms.split(",") if a.strip()),
     )
-    algorithms = tuple(a.strip().upper() for a in args.digest_algorithms.split(",") if a.strip())
-    node = SipNode(config, digest_algorithms=algorithms)
+    node = SipNode(config)
     bound = await node.start()
     print("sipsync: listening on " + " ".join(bound), flush=True)
+    if args.control is not None:
+        assert control_secret is not None  # main() refuses to get here without one
+        try:
+            host, port = await node.start_control(*args.control, secret=control_secret)
+        except OSError as error:
+            print(f"sipsync: cannot serve the control interface on {args.control[0]}:{args.control[1]}: "
+                  f"{error}", file=sys.stderr, flush=True)
+            await node.stop()
+            return 1
+        print(f"sipsync: control on http://{host}:{port}", flush=True)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopped.set)
     await stopped.wait()
     await node.stop()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    control_secret = None
+    if args.control is not None:
+        from sipsync.server.control import ControlSecretError, load_secret
+
+        try:
+            control_secret = load_secret(os.environ, args.control_secret_file)
+        except ControlSecretError as error:
+            print(f"sipsync: {error}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
@@ -72,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(serve(args))
-    return 0
+    return runner(serve(args, control_secret))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.store import LocalStore
 
-__all__ = ["EventRecorder", "iso_utc"]
+__all__ = ["CALL_RECORD_KIND", "EventRecorder", "iso_utc"]
+
+CALL_RECORD_KIND = "call"
 
 _MAX_TEXT = 256
 
@@ -78,12 +80,17 @@ class EventRecorder:
         """Queue an event of ``kind`` with ``fields``; returns the event dict.
 
         The dict is returned even when the event was suppressed by the rate
-        cap (so the caller can still log it).
+        cap (so the caller can still log it). Call records (kind "call") are
+        money: they are never suppressed.
         """
         if now is None:
             now = self._clock()
         event: dict[str, Any] = {"kind": kind, "time": iso_utc(now), "node": self.node}
         event.update(fields)
+        if kind == CALL_RECORD_KIND:
+            self._store.append_event(event)
+            self.recorded += 1
+            return event
         window = int(now)
         if window != self._window:
             self._window = window

@@ -10,6 +10,7 @@ from sipsync.server.accounts import AccountTable
 from sipsync.server.auth import Authenticator, FailureLimiter
 from sipsync.server.config import ServiceConfig
 from sipsync.server.core import SipService
+from sipsync.server.documents import DocumentTable
 from sipsync.server.events import EventRecorder
 from sipsync.server.location import LocationService
 from sipsync.server.registrar import Registrar
@@ -23,13 +24,12 @@ HOUSEKEEPING_INTERVAL = 0.5
 
 
 class SipNode:
-    def __init__(
-        self, config: ServiceConfig, *, digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
-    ) -> None:
+    def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.store = LocalStore(config.store_path, wal_autocheckpoint=0)
         self.checkpointer = Checkpointer(config.store_path)
         self.accounts = AccountTable(self.store)
+        self.documents = DocumentTable(self.store)  # customers and rate plans, for the proxy
         self.location = LocationService(self.store, clock=time.time)
         self.events = EventRecorder(self.store, node=config.node_id)
         self.authenticator = Authenticator(
@@ -37,7 +37,7 @@ class SipNode:
             accounts=self.accounts,
             nonces=NonceManager(self._nonce_secret(), ttl=config.nonce_ttl),
             limiter=FailureLimiter(config.auth_failure_limit, config.auth_failure_window),
-            algorithms=digest_algorithms,
+            algorithms=config.digest_algorithms,
         )
         self.registrar = Registrar(config=config, authenticator=self.authenticator, location=self.location)
         self.service = SipService(
@@ -46,6 +46,7 @@ class SipNode:
         self.transports = Transports(self.service.handle)
         self.store.flush()  # bindings that expired while the node was down are gone for good
         self._housekeeping: asyncio.Task | None = None
+        self.control = None  # the ControlServer, once start_control() ran
 
     def _nonce_secret(self) -> bytes:
         # Kept in the store so nonces issued before a restart stay valid after it.
@@ -71,6 +72,15 @@ class SipNode:
         )
         return bound
 
+    async def start_control(self, host: str, port: int, secret: str) -> tuple[str, int]:
+        """Serve the authenticated HTTP control interface on this loop; returns the bound address."""
+        from sipsync.server.control import ControlServer  # aiohttp only when the interface is wanted
+
+        control = ControlServer(self, secret)
+        bound = await control.start(host, port)
+        self.control = control
+        return bound
+
     async def _housekeep(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
@@ -82,6 +92,9 @@ class SipNode:
                 log.exception("housekeeping failed")
 
     async def stop(self) -> None:
+        if self.control is not None:  # first: no push may arrive once the store is closing
+            await self.control.stop()
+            self.control = None
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -59,7 +59,16 @@ def test_run_command_brings_the_system_up(tmp_path):
     web = _free_port()
     log = open(tmp_path / "runall.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [*manage, "runall", "--web", f"127.0.0.1:{web}", "--sip", f"127.0.0.1:{_free_port()}"],
+        [
+            *manage,
+            "runall",
+            "--web",
+            f"127.0.0.1:{web}",
+            "--sip",
+            f"127.0.0.1:{_free_port()}",
+            "--control",
+            f"127.0.0.1:{_free_port()}",
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -77,7 +86,9 @@ def test_run_command_brings_the_system_up(tmp_path):
                 pass
             log_bytes = (tmp_path / "runall.log").read_bytes()
             worker_ready = b" ready." in log_bytes
-            sip_ready = b"sipsync: listening on udp:127.0.0.1" in log_bytes
+            sip_ready = (
+                b"sipsync: listening on udp:127.0.0.1" in log_bytes and b"sipsync: control on" in log_bytes
+            )
             time.sleep(0.5)
         output = (tmp_path / "runall.log").read_text()
         assert answered, output

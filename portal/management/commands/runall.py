@@ -23,8 +23,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sip", default=f"0.0.0.0:{settings.SIP_PUBLIC_PORT}", help="address:port for SIP"
         )
+        parser.add_argument(
+            "--control", default="127.0.0.1:5080", help="address:port of the SIP node's control interface"
+        )
 
-    def handle(self, *args, web: str, sip: str, **options):
+    def handle(self, *args, web: str, sip: str, control: str, **options):
         python = sys.executable
         manage = [python, os.path.join(settings.BASE_DIR, "manage.py")]
         children = {
@@ -57,7 +60,7 @@ class Command(BaseCommand):
             ],
         }
         if "runsip" in get_commands():
-            children["sip"] = [*manage, "runsip", "--listen", sip]
+            children["sip"] = [*manage, "runsip", "--listen", sip, "--control", control]
         processes = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in children.items()}
         self._announce(web, sip, "sip" in processes)
         stopping = False

@@ -20,8 +20,9 @@ class Command(BaseCommand):
             "--store", default=str(settings.VAR_DIR / "sip.sqlite3"), help="the node's local store"
         )
         parser.add_argument("--node-id", default="local")
+        parser.add_argument("--control", default="127.0.0.1:5080", help="host:port of the control interface")
 
-    def handle(self, *args, listen: str, store: str, node_id: str, **options):
+    def handle(self, *args, listen: str, control: str, store: str, node_id: str, **options):
         argv = [
             sys.executable,
             "-m",
@@ -34,7 +35,11 @@ class Command(BaseCommand):
             settings.SIP_REALM,
             "--node-id",
             node_id,
+            "--control",
+            control,
         ]
+        # The control secret travels in the environment, never on the command line (ps shows argv).
+        os.environ["SIP_CONTROL_SECRET"] = settings.SIP_CONTROL_SECRET
         sys.stdout.flush()
         os.chdir(settings.BASE_DIR)
         os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with the Django-free node

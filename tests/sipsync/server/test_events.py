@@ -5,7 +5,7 @@ import pytest
 from sipsync.server.events import EventRecorder, iso_utc
 from sipsync.server.store import LocalStore
 
-T0 = 1_795_996_800.25      # 2026-11-30T00:00:00.250Z
+T0 = 1_795_996_800.25  # 2026-11-30T00:00:00.250Z
 
 
 class Clock:
@@ -22,9 +22,16 @@ def db_path(tmp_path):
 
 
 def reject(rec, **kw):
-    fields = dict(method="REGISTER", code=403, cause="account_disabled", reason_phrase="Forbidden",
-                  account="acme1001@sip.example.net", source=("198.51.100.7", 5060),
-                  user_agent="Yealink SIP-T46U", call_id="abc@ua")
+    fields = dict(
+        method="REGISTER",
+        code=403,
+        cause="account_disabled",
+        reason_phrase="Forbidden",
+        account="acme1001@sip.example.net",
+        source=("198.51.100.7", 5060),
+        user_agent="Yealink SIP-T46U",
+        call_id="abc@ua",
+    )
     fields.update(kw)
     return rec.rejection(**fields)
 
@@ -39,10 +46,19 @@ def test_rejection_event_shape(db_path):
     rec = EventRecorder(store, clock=Clock(), node="sip1")
     ev = reject(rec, detail={"nonce_stale": True})
     assert ev == {
-        "kind": "rejection", "time": "2026-11-30T00:00:00.250Z", "node": "sip1",
-        "method": "REGISTER", "code": 403, "reason_phrase": "Forbidden", "cause": "account_disabled",
-        "account": "acme1001@sip.example.net", "source_ip": "198.51.100.7", "source_port": 5060,
-        "user_agent": "Yealink SIP-T46U", "call_id": "abc@ua", "detail": {"nonce_stale": True},
+        "kind": "rejection",
+        "time": "2026-11-30T00:00:00.250Z",
+        "node": "sip1",
+        "method": "REGISTER",
+        "code": 403,
+        "reason_phrase": "Forbidden",
+        "cause": "account_disabled",
+        "account": "acme1001@sip.example.net",
+        "source_ip": "198.51.100.7",
+        "source_port": 5060,
+        "user_agent": "Yealink SIP-T46U",
+        "call_id": "abc@ua",
+        "detail": {"nonce_stale": True},
     }
     assert store.pending == 1
     store.flush()
@@ -54,8 +70,15 @@ def test_rejection_event_shape(db_path):
 def test_unknown_account_and_missing_headers(db_path):
     store = LocalStore(db_path)
     rec = EventRecorder(store, clock=Clock())
-    ev = reject(rec, account=None, user_agent=None, call_id=None, code=404, cause="unknown_account",
-                reason_phrase="Not Found")
+    ev = reject(
+        rec,
+        account=None,
+        user_agent=None,
+        call_id=None,
+        code=404,
+        cause="unknown_account",
+        reason_phrase="Not Found",
+    )
     assert ev["account"] is None and ev["user_agent"] is None and "detail" not in ev
     assert ev["node"] == "local"
     store.close()
@@ -103,7 +126,7 @@ def test_flood_is_capped_and_summarised(db_path):
         reject(rec)
     assert store.pending == 10
     assert rec.suppressed_total == 15
-    clock.t += 1                                # next second: the summary goes first
+    clock.t += 1  # next second: the summary goes first
     reject(rec, code=404)
     store.flush()
     kinds = [(e["kind"], e.get("count"), e.get("code")) for _, e in store.events_after(0)]
@@ -128,8 +151,28 @@ def test_generic_record_for_other_kinds(db_path):
     store = LocalStore(db_path)
     rec = EventRecorder(store, clock=Clock(), node="n")
     ev = rec.record("cdr", {"call_id": "c", "duration": 12.5})
-    assert ev == {"kind": "cdr", "time": "2026-11-30T00:00:00.250Z", "node": "n", "call_id": "c",
-                  "duration": 12.5}
+    assert ev == {
+        "kind": "cdr",
+        "time": "2026-11-30T00:00:00.250Z",
+        "node": "n",
+        "call_id": "c",
+        "duration": 12.5,
+    }
     store.flush()
     assert store.events_after(0)[0][1] == ev
     store.close()
+
+
+def test_call_records_are_never_suppressed_by_the_flood_cap(tmp_path):
+    from sipsync.server.events import CALL_RECORD_KIND, EventRecorder
+    from sipsync.server.store import LocalStore
+
+    with LocalStore(tmp_path / "s.db") as store:
+        recorder = EventRecorder(store, clock=lambda: 1000.0, max_per_second=3)
+        for i in range(10):
+            recorder.record("rejection", {"i": i})
+            recorder.record(CALL_RECORD_KIND, {"record_id": f"r{i}"})
+        store.flush()
+        kinds = [event["kind"] for _, event in store.events_after(0, limit=100)]
+    assert kinds.count("call") == 10
+    assert kinds.count("rejection") == 3
