@@ -19,6 +19,7 @@ from accounts import credentials
 from accounts.choices import DEFAULT_CODECS, CallClass, CallerIdStatus, Codec, CustomerStatus, MemberRole
 from accounts.models import EXTENSION_REGEX, CallerId, Customer, Membership, SipAccount, SipAccountCodec
 from portal.errors import ApplicationError, Conflict, PermissionDenied
+from sipsync import outbox
 from sipsync.server.dialplan import CountrySettings, to_e164
 
 User = get_user_model()
@@ -58,13 +59,15 @@ def customer_create(
         number = account_number or f"C{secrets.randbelow(10**7):07d}"
         try:
             with transaction.atomic():
-                return Customer.objects.create(
+                customer = Customer.objects.create(
                     name=name,
                     account_number=number,
                     country_code=country_code,
                     national_prefix=national_prefix,
                     currency=currency,
                 )
+                outbox.enqueue_customer(customer)
+                return customer
         except IntegrityError as exc:
             if account_number:
                 raise _integrity_error(exc) from exc
@@ -77,7 +80,10 @@ def customer_set_status(*, customer: Customer, status: str) -> Customer:
             f"Unknown customer status {status!r}.", field_errors={"status": ["Invalid choice."]}
         )
     customer.status = status
-    customer.save(update_fields=["status", "updated_at"])
+    with transaction.atomic():
+        customer.save(update_fields=["status", "updated_at"])
+        outbox.enqueue_customer(customer)
+        outbox.enqueue_customer_accounts(customer)
     return customer
 
 
@@ -141,6 +147,7 @@ def sip_account_create(
                 max_concurrent_calls=max_concurrent_calls,
             )
             _write_codecs(account, codec_list)
+            outbox.enqueue_account(account)
     except IntegrityError as exc:
         raise _integrity_error(exc) from exc
     return IssuedCredentials(account=account, password=password)
@@ -156,22 +163,26 @@ def sip_account_set_password(*, account: SipAccount, password: str | None = None
     account.ha1_md5, account.ha1_sha256 = ha1.md5, ha1.sha256
     account.password_changed_at = timezone.now()
     account.password_change_required = False
-    account.save(
-        update_fields=[
-            "ha1_md5",
-            "ha1_sha256",
-            "password_changed_at",
-            "password_change_required",
-            "updated_at",
-        ]
-    )
+    with transaction.atomic():
+        account.save(
+            update_fields=[
+                "ha1_md5",
+                "ha1_sha256",
+                "password_changed_at",
+                "password_change_required",
+                "updated_at",
+            ]
+        )
+        outbox.enqueue_account(account)
     return IssuedCredentials(account=account, password=password)
 
 
 def sip_account_require_password_change(*, account: SipAccount, required: bool = True) -> SipAccount:
     """Staff flag an account: the SIP service answers its phones 403 until the password is reset."""
     account.password_change_required = required
-    account.save(update_fields=["password_change_required", "updated_at"])
+    with transaction.atomic():
+        account.save(update_fields=["password_change_required", "updated_at"])
+        outbox.enqueue_account(account)
     return account
 
 
@@ -226,7 +237,9 @@ def sip_account_update(*, account: SipAccount, data: dict) -> SipAccount:
         account.default_caller_id = _validated_default_caller_id(account, data["default_caller_id"])
         changed.append("default_caller_id")
     if changed:
-        account.save(update_fields=[*changed, "updated_at"])
+        with transaction.atomic():
+            account.save(update_fields=[*changed, "updated_at"])
+            outbox.enqueue_account(account)
     return account
 
 
@@ -237,6 +250,7 @@ def sip_account_set_codecs(*, account: SipAccount, codecs: Iterable[str]) -> lis
         account.codec_assignments.all().delete()
         _write_codecs(account, codec_list)
         account.save(update_fields=["updated_at"])
+        outbox.enqueue_account(account)
     return codec_list
 
 
@@ -259,7 +273,9 @@ def caller_id_request(*, customer: Customer, number: str, requested_by=None) -> 
         )
     try:
         with transaction.atomic():
-            return CallerId.objects.create(customer=customer, number=e164, requested_by=requested_by)
+            caller_id = CallerId.objects.create(customer=customer, number=e164, requested_by=requested_by)
+            outbox.enqueue_customer_accounts(customer)
+            return caller_id
     except IntegrityError as exc:
         raise Conflict(
             f"{e164} has already been requested.", field_errors={"number": ["Already requested."]}
@@ -267,7 +283,10 @@ def caller_id_request(*, customer: Customer, number: str, requested_by=None) -> 
 
 
 def caller_id_approve(*, caller_id: CallerId, by) -> CallerId:
-    return _decide_caller_id(caller_id=caller_id, by=by, status=CallerIdStatus.APPROVED, note="")
+    with transaction.atomic():
+        decided = _decide_caller_id(caller_id=caller_id, by=by, status=CallerIdStatus.APPROVED, note="")
+        outbox.enqueue_customer_accounts(decided.customer)
+    return decided
 
 
 def caller_id_reject(*, caller_id: CallerId, by, note: str = "") -> CallerId:
@@ -276,6 +295,7 @@ def caller_id_reject(*, caller_id: CallerId, by, note: str = "") -> CallerId:
         SipAccount.objects.filter(default_caller_id=decided).update(
             default_caller_id=None, updated_at=timezone.now()
         )
+        outbox.enqueue_customer_accounts(decided.customer)
     return decided
 
 

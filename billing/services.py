@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from billing.choices import EntryKind
 from billing.models import LedgerEntry
 from portal.errors import ApplicationError, Conflict, PermissionDenied
+from sipsync import outbox
 
 MAX_AMOUNT = Decimal("1000000")
 
@@ -119,7 +120,9 @@ def _append(
         return _replayed(existing, fields)
     try:
         with transaction.atomic():
-            return LedgerEntry.objects.create(idempotency_key=key, **fields)
+            entry = LedgerEntry.objects.create(idempotency_key=key, **fields)
+            outbox.enqueue_customer(customer)  # the node's copy of the balance
+            return entry
     except IntegrityError:
         existing = LedgerEntry.objects.filter(idempotency_key=key).first()
         if existing is None:

@@ -6,6 +6,8 @@ Production sets DATABASE_URL (PostgreSQL), REDIS_URL, SECRET_KEY, ALLOWED_HOSTS,
 SIP_CONTROL_SECRET.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -75,6 +77,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20}
     )
+    # Tests use a file, not memory, so that a Celery worker process can share the test
+    # database (the end-to-end sync test); one file per test process.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env.str("PORTAL_TEST_DB_FILE", default="")
+        or str(Path(tempfile.gettempdir()) / f"portal-test-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -143,7 +151,23 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Provisioning sync (sipsync/tasks.py). "expires" keeps a stopped worker from facing a pile.
+    "sipsync-sweep-outbox": {"task": "sipsync.sweep_outbox", "schedule": 30.0, "options": {"expires": 25}},
+    "sipsync-reconcile": {"task": "sipsync.reconcile", "schedule": 300.0, "options": {"expires": 240}},
+    "sipsync-collect-events": {
+        "task": "sipsync.collect_events",
+        "schedule": 15.0,
+        "options": {"expires": 12},
+    },
+    "sipsync-collect-records": {
+        "task": "sipsync.collect_records",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+}
+# The default queue, which every worker command (runall, docker-compose) consumes.
+CELERY_TASK_ROUTES = {"sipsync.*": {"queue": "celery"}}
 
 # --- SIP service ----------------------------------------------------------------------------
 SIP_REALM = env.str("SIP_REALM", default="sip.ninja.local")

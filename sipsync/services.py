@@ -1,0 +1,414 @@
+"""Provisioning sync operations the Celery tasks call: push the outbox, reconcile a node,
+collect a node's events. Each is idempotent: running it twice does no harm.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Customer, SipAccount
+from billing.choices import CallDisposition
+from billing.models import CallRecord, RatePlan
+from sipsync import documents, outbox
+from sipsync.client import NodeClient, NodeError
+from sipsync.models import (
+    DocumentKind,
+    DocumentVersion,
+    OutboxEntry,
+    ProvisioningState,
+    ProvisioningStatus,
+    SipEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_REMOVALS_PER_RUN = 500
+
+
+@dataclass
+class PushReport:
+    done: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileReport:
+    node: str
+    pushed: int = 0
+    removed: list[str] = field(default_factory=list)
+    in_sync: int = 0
+
+
+# --- push -----------------------------------------------------------------------------------
+
+
+def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> PushReport:
+    """Push the given outbox entries (or those due) to every node; see `sipsync.outbox`."""
+    report = PushReport()
+    entries = outbox.claim(entry_ids, limit=limit)
+    if not entries:
+        return report
+    clients = [NodeClient(node) for node in outbox.node_urls()]
+    try:
+        for entry in entries:
+            _push_entry(entry, clients, report)
+    finally:
+        for client in clients:
+            client.close()
+    return report
+
+
+def _push_entry(entry: OutboxEntry, clients: list[NodeClient], report: PushReport) -> None:
+    document = documents.build_document(entry.kind, entry.object_id)
+    if document is None:  # the object is gone; reconcile removes it from the nodes
+        outbox.complete(entry, pushed_version=None)
+        report.done += 1
+        return
+    version = document["version"]
+    errors: dict[str, str] = {}
+    held_by_node: dict[str, int | None] = {}
+    for client in clients:
+        try:
+            result = client.push(document)
+        except NodeError as exc:
+            errors[client.base_url] = str(exc)
+            continue
+        held_by_node[client.base_url] = result.held_version if result.held_version is not None else version
+    ahead = max((held for held in held_by_node.values() if held is not None and held > version), default=0)
+    if entry.kind == DocumentKind.ACCOUNT:
+        _record_push(entry.object_id, version, held_by_node, errors)
+    if ahead:
+        # A node holds a newer version than the portal (e.g. a restored database): go above it.
+        with transaction.atomic():
+            outbox.enqueue(entry.kind, [entry.object_id], floor=ahead + 1)
+            outbox.complete(entry, pushed_version=version)
+        return
+    if errors:
+        outbox.fail(entry, error="; ".join(errors.values()))
+        report.failed.extend(errors.values())
+        return
+    outbox.complete(entry, pushed_version=version)
+    report.done += 1
+
+
+def _record_push(account_id: int, version: int, held_by_node: dict, errors: dict) -> None:
+    if not SipAccount.objects.filter(pk=account_id).exists():
+        return
+    for node, held in held_by_node.items():
+        state = (
+            ProvisioningState.APPLIED if held is not None and held == version else ProvisioningState.PENDING
+        )
+        ProvisioningStatus.objects.update_or_create(
+            account_id=account_id,
+            node=node,
+            defaults={"state": state, "applied_version": held, "error": ""},
+        )
+    for node, error in errors.items():
+        ProvisioningStatus.objects.update_or_create(
+            account_id=account_id,
+            node=node,
+            defaults={"state": ProvisioningState.FAILING, "error": error[:500]},
+        )
+
+
+# --- reconcile ------------------------------------------------------------------------------
+
+
+def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileReport:
+    """Compare a node's versions with the portal's and heal the difference.
+
+    Missing or older documents are queued for pushing (a new or restarted node converges);
+    objects never versioned get a version; a node ahead of the portal is overtaken; accounts
+    the node has but the portal doesn't are removed from it.
+    """
+    own_client = client is None
+    client = client or NodeClient(node)
+    try:
+        digest = client.digest()  # first: whatever the node holds existed here before this read
+        report = ReconcileReport(node=node.rstrip("/"))
+        accounts = {
+            _aor_key(username, realm): pk
+            for pk, username, realm in SipAccount.objects.values_list("pk", "username", "realm")
+        }
+        held_accounts = {
+            _aor_key(*aor.rsplit("@", 1)): v for aor, v in digest["accounts"].items() if "@" in aor
+        }
+        plans = dict(RatePlan.objects.values_list("name", "pk"))
+        customers = dict(Customer.objects.values_list("account_number", "pk"))
+        with transaction.atomic():
+            account_states = _reconcile_kind(DocumentKind.ACCOUNT, accounts, held_accounts, report)
+            _reconcile_kind(DocumentKind.CUSTOMER, customers, digest["customers"], report)
+            _reconcile_kind(DocumentKind.RATE_PLAN, plans, digest["rate_plans"], report)
+            _sync_statuses(report.node, account_states)
+        leftovers = sorted(set(held_accounts) - set(accounts))
+        for aor in leftovers[:MAX_REMOVALS_PER_RUN]:
+            version = max(int(held_accounts[aor]) + 1, outbox.clock_version())
+            client.delete_account(aor, version=version)
+            report.removed.append(aor)
+        if report.removed:
+            logger.info("sipsync: removed %d unknown accounts from %s", len(report.removed), node)
+        return report
+    finally:
+        if own_client:
+            client.close()
+
+
+def _reconcile_kind(
+    kind: str, objects: dict[str, int], held: dict[str, int], report: ReconcileReport
+) -> dict:
+    """Queue what differs; returns {object_id: (state, held version)} for the objects."""
+    versions = dict(DocumentVersion.objects.filter(kind=kind).values_list("object_id", "version"))
+    never, missing, ahead_floor, ahead = [], [], 0, []
+    states: dict[int, tuple[str, int | None]] = {}
+    for key, pk in objects.items():
+        node_version = held.get(key)
+        node_version = node_version if isinstance(node_version, int) else None
+        mine = versions.get(pk)
+        if mine is None:
+            never.append(pk)
+        elif node_version is None or node_version < mine:
+            missing.append(pk)
+        elif node_version > mine:
+            ahead.append(pk)
+            ahead_floor = max(ahead_floor, node_version + 1)
+        else:
+            report.in_sync += 1
+            states[pk] = (ProvisioningState.APPLIED, node_version)
+            continue
+        states[pk] = (ProvisioningState.PENDING, node_version)
+    outbox.enqueue(kind, never)
+    outbox.enqueue(kind, missing, bump=False)
+    if ahead:
+        outbox.enqueue(kind, ahead, floor=ahead_floor)
+    report.pushed += len(never) + len(missing) + len(ahead)
+    return states
+
+
+def _sync_statuses(node: str, states: dict[int, tuple[str, int | None]]) -> None:
+    existing = {s.account_id: s for s in ProvisioningStatus.objects.filter(node=node)}
+    changed, created = [], []
+    now = timezone.now()
+    for account_id, (state, held) in states.items():
+        status = existing.get(account_id)
+        if status is None:
+            created.append(
+                ProvisioningStatus(account_id=account_id, node=node, state=state, applied_version=held)
+            )
+            continue
+        if status.state == ProvisioningState.FAILING and state == ProvisioningState.PENDING:
+            continue  # keep the push error visible until a push succeeds
+        if status.state != state or status.applied_version != held:
+            status.state, status.applied_version, status.updated_at = state, held, now
+            if state == ProvisioningState.APPLIED:
+                status.error = ""
+            changed.append(status)
+    ProvisioningStatus.objects.bulk_create(created, ignore_conflicts=True)
+    ProvisioningStatus.objects.bulk_update(changed, ["state", "applied_version", "error", "updated_at"])
+
+
+def _aor_key(username: str, realm: str) -> str:
+    return f"{username}@{realm.lower()}"
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+def collect_events(
+    node: str, *, client: NodeClient | None = None, limit: int = 500, max_pages: int = 20
+) -> int:
+    """Store a node's spooled events (once each, by node and id) and acknowledge them.
+
+    Returns how many new events were stored.
+    """
+    return _collect(node, "events", store_events, client=client, limit=limit, max_pages=max_pages)
+
+
+def collect_records(
+    node: str, *, client: NodeClient | None = None, limit: int = 500, max_pages: int = 20
+) -> int:
+    """Store a node's call records (once each, by record id) unrated, and acknowledge them.
+
+    Rating and debiting them is billing's job (a later step); returns how many were new.
+    """
+    return _collect(
+        node, "records", lambda _node, records: store_call_records(records), client=client, limit=limit,
+        max_pages=max_pages,
+    )  # fmt: skip
+
+
+def _collect(node: str, stream: str, store, *, client: NodeClient | None, limit: int, max_pages: int) -> int:
+    """Page through one of a node's streams: store a page, then acknowledge up to its cursor
+    (delivery is at least once; storing is idempotent)."""
+    own_client = client is None
+    client = client or NodeClient(node)
+    node = node.rstrip("/")
+    read = client.events if stream == "events" else client.records
+    ack = client.ack_events if stream == "events" else client.ack_records
+    stored = 0
+    after = 0
+    try:
+        for _ in range(max_pages):
+            page = read(after=after, limit=limit)
+            items = [item for item in page.items if _is_id(item.get("id"))]
+            stored += store(node, items)
+            upto = max([after, *(i["id"] for i in items), *([page.next] if page.next is not None else [])])
+            if upto > after:
+                ack(upto=upto)
+            after = upto
+            if not page.more:
+                break
+    finally:
+        if own_client:
+            client.close()
+    return stored
+
+
+def store_events(node: str, events: list[dict]) -> int:
+    if not events:
+        return 0
+    ids = [e["id"] for e in events]
+    known = set(SipEvent.objects.filter(node=node, event_id__in=ids).values_list("event_id", flat=True))
+    fresh = [e for e in events if e["id"] not in known]
+    if not fresh:
+        return 0
+    owners = _resolve_accounts({str(e.get("account")) for e in fresh if e.get("account")})
+    rows = []
+    for event in fresh:
+        aor = str(event.get("account") or "")[:320]
+        account_id, customer_id = owners.get(aor, (None, None))
+        detail = event.get("detail")
+        rows.append(
+            SipEvent(
+                node=node,
+                event_id=event["id"],
+                kind=str(event.get("kind") or "")[:32],
+                time=_parse_time(event.get("time")),
+                node_name=str(event.get("node") or "")[:64],
+                method=str(event.get("method") or "")[:32],
+                code=event["code"] if _is_id(event.get("code")) and event["code"] < 1000 else None,
+                reason_phrase=str(event.get("reason_phrase") or "")[:128],
+                cause=str(event.get("cause") or "")[:64],
+                aor=aor,
+                account_id=account_id,
+                customer_id=customer_id,
+                source_ip=str(event.get("source_ip") or "")[:64],
+                source_port=event["source_port"] if _is_id(event.get("source_port")) else None,
+                user_agent=str(event.get("user_agent") or "")[:256],
+                call_id=str(event.get("call_id") or "")[:256],
+                detail=detail if isinstance(detail, dict) else {},
+            )
+        )
+    SipEvent.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def _resolve_accounts(aors: set[str]) -> dict[str, tuple[int, int]]:
+    wanted = {}
+    for aor in aors:
+        username, sep, realm = aor.rpartition("@")
+        if sep and username:
+            wanted[(username, realm.lower())] = aor
+    if not wanted:
+        return {}
+    result = {}
+    rows = SipAccount.objects.filter(username__in={u for u, _ in wanted}).values_list(
+        "pk", "username", "realm", "customer_id"
+    )
+    for pk, username, realm, customer_id in rows:
+        aor = wanted.get((username, realm.lower()))
+        if aor is not None:
+            result[aor] = (pk, customer_id)
+    return result
+
+
+def _parse_time(value) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# --- call records ---------------------------------------------------------------------------
+
+
+def store_call_records(records: list[dict]) -> int:
+    """Store call records as the node reported them (unrated); a record id is stored once.
+
+    Records of customers the portal does not know, or too malformed to keep, are logged and
+    left out: they cannot be billed here.
+    """
+    if not records:
+        return 0
+    ids = {str(r.get("record_id") or "") for r in records} - {""}
+    known = set(CallRecord.objects.filter(record_id__in=ids).values_list("record_id", flat=True))
+    fresh = [r for r in records if str(r.get("record_id") or "") not in known]
+    if not fresh:
+        return 0
+    customers = dict(
+        Customer.objects.filter(account_number__in={str(r.get("customer")) for r in fresh}).values_list(
+            "account_number", "pk"
+        )
+    )
+    owners = _resolve_accounts({str(r.get("account")) for r in fresh if r.get("account")})
+    rows, seen = [], set()
+    for record in fresh:
+        row = _call_record(record, customers, owners)
+        if row is None:
+            logger.warning("sipsync: call record left out (unknown customer or malformed): %r", record)
+            continue
+        if row.record_id not in seen:
+            seen.add(row.record_id)
+            rows.append(row)
+    CallRecord.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def _call_record(record: dict, customers: dict[str, int], owners: dict) -> CallRecord | None:
+    record_id = str(record.get("record_id") or "")
+    customer_id = customers.get(str(record.get("customer")))
+    invited_at = _parse_time(record.get("invited_at"))
+    final_code = record.get("final_code")
+    if not record_id or len(record_id) > 64 or customer_id is None or invited_at is None:
+        return None
+    if not _is_id(final_code) or not 100 <= final_code <= 699:
+        return None
+    answered_at = _parse_time(record.get("answered_at"))
+    ended_at = _parse_time(record.get("ended_at")) or invited_at
+    aor = str(record.get("account") or "")
+    account_id, _ = owners.get(aor, (None, None))
+    number = str(record.get("number") or "")
+    cause = str(record.get("cause") or "")
+    if answered_at is not None:
+        disposition = CallDisposition.ANSWERED
+    elif final_code == 487:
+        disposition = CallDisposition.CANCELLED
+    elif cause:  # the service's own machine-readable cause: it refused the call
+        disposition = CallDisposition.REJECTED
+    else:
+        disposition = CallDisposition.FAILED
+    duration = record.get("duration")
+    return CallRecord(
+        record_id=record_id,
+        customer_id=customer_id,
+        sip_account_id=account_id,
+        caller=aor.rpartition("@")[0][:64],
+        dialled_number=str(record.get("dialled") or "")[:64],
+        normalised_number=number if len(number) <= 16 else "",
+        invited_at=invited_at,
+        answered_at=answered_at,
+        ended_at=max(ended_at, invited_at),
+        duration_seconds=duration if _is_id(duration) else 0,
+        disposition=disposition,
+        final_code=final_code,
+        cause=cause[:64],
+    )
