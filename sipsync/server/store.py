@@ -56,7 +56,7 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sipsync.server.location import Binding
@@ -75,6 +75,7 @@ class StoreError(RuntimeError):
 # -- schema migrations (PRAGMA user_version) ---------------------------------
 #
 # Each entry brings the schema from version i to i+1.  Append, never edit.
+
 
 def _m1(db: sqlite3.Connection) -> None:
     db.execute(
@@ -159,10 +160,12 @@ class LocalStore:
         return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     # -- accounts ------------------------------------------------------------
-    def load_accounts(self) -> list[dict[str, Any]]:
-        """Every stored provisioning document (flushed ones), as stored."""
+    def load_accounts(self) -> Iterator[dict[str, Any]]:
+        """Every stored provisioning document (flushed ones), as stored, one at a time: a node
+        with 100,000 accounts never holds all their decoded documents at once."""
         rows = self._db.execute("SELECT doc FROM accounts ORDER BY username, realm")
-        return [json.loads(doc) for (doc,) in rows]
+        for (doc,) in rows:
+            yield json.loads(doc)
 
     def put_account(self, doc: dict[str, Any]) -> None:
         """Queue a document, keyed by ``(doc['username'], doc['realm'])``.
@@ -185,15 +188,39 @@ class LocalStore:
             " transport, user_agent, instance_id, reg_id, registered_at, path FROM bindings"
         )
         out = []
-        for (aor, contact, exp, q, call_id, cseq, host, port, transport, ua, inst, reg_id, reg_at,
-             path) in rows:
-            out.append(Binding(
-                aor=_intern(aor), contact_uri=contact, expires_at=exp, q=q, call_id=call_id,
-                cseq=cseq, source=(_intern(host), port), transport=_intern(transport),
-                user_agent=_intern(ua) if ua is not None else None, instance_id=inst,
-                reg_id=reg_id, registered_at=reg_at,
-                path=tuple(path.split(_PATH_SEP)) if path else (),
-            ))
+        for (
+            aor,
+            contact,
+            exp,
+            q,
+            call_id,
+            cseq,
+            host,
+            port,
+            transport,
+            ua,
+            inst,
+            reg_id,
+            reg_at,
+            path,
+        ) in rows:
+            out.append(
+                Binding(
+                    aor=_intern(aor),
+                    contact_uri=contact,
+                    expires_at=exp,
+                    q=q,
+                    call_id=call_id,
+                    cseq=cseq,
+                    source=(_intern(host), port),
+                    transport=_intern(transport),
+                    user_agent=_intern(ua) if ua is not None else None,
+                    instance_id=inst,
+                    reg_id=reg_id,
+                    registered_at=reg_at,
+                    path=tuple(path.split(_PATH_SEP)) if path else (),
+                )
+            )
         return out
 
     def put_binding(self, b: Binding) -> None:
@@ -239,8 +266,13 @@ class LocalStore:
     @property
     def pending(self) -> int:
         """Rows waiting for the next flush (after coalescing)."""
-        return (len(self._accounts) + len(self._bindings) + len(self._meta) + len(self._events)
-                + (self._ack_upto is not None))
+        return (
+            len(self._accounts)
+            + len(self._bindings)
+            + len(self._meta)
+            + len(self._events)
+            + (self._ack_upto is not None)
+        )
 
     def flush(self) -> int:
         """Write everything queued in one transaction; return how many queued ops it wrote.
@@ -267,10 +299,24 @@ class LocalStore:
                 if dels:
                     db.executemany("DELETE FROM bindings WHERE aor = ? AND contact_uri = ?", dels)
                 rows = [
-                    (b.aor, b.contact_uri, b.expires_at, b.q, b.call_id, b.cseq, b.source[0],
-                     b.source[1], b.transport, b.user_agent, b.instance_id, b.reg_id,
-                     b.registered_at, _PATH_SEP.join(b.path))
-                    for b in self._bindings.values() if b is not None
+                    (
+                        b.aor,
+                        b.contact_uri,
+                        b.expires_at,
+                        b.q,
+                        b.call_id,
+                        b.cseq,
+                        b.source[0],
+                        b.source[1],
+                        b.transport,
+                        b.user_agent,
+                        b.instance_id,
+                        b.reg_id,
+                        b.registered_at,
+                        _PATH_SEP.join(b.path),
+                    )
+                    for b in self._bindings.values()
+                    if b is not None
                 ]
                 if rows:
                     db.executemany(

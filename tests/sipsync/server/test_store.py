@@ -110,7 +110,7 @@ def test_queued_but_not_flushed_is_lost(db_path):
     assert store.load_bindings() == [binding(1)]
     assert store.events_after(0) == []
     assert store.get_meta("node") is None
-    assert store.load_accounts() == []
+    assert list(store.load_accounts()) == []
     store.close()
 
 
@@ -296,7 +296,7 @@ def test_accounts_put_delete_load(db_path):
     store.flush()
     store.close()
     store = LocalStore(db_path)
-    assert store.load_accounts() == [{"username": "a", "realm": "r", "version": 2}]
+    assert list(store.load_accounts()) == [{"username": "a", "realm": "r", "version": 2}]
     store.close()
 
 
