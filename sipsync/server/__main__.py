@@ -18,6 +18,28 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - listening everywhere is the operator's choice
 
 
+def _trunk(text: str) -> str:
+    from sipsync.sip.errors import SipParseError
+    from sipsync.sip.uri import SipUri
+
+    try:
+        uri = SipUri.parse(text)
+    except SipParseError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SIP URI: {error}") from None
+    if uri.scheme != "sip" or not uri.host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not sip:HOST[:PORT]")
+    return text
+
+
+def _public(text: str | None) -> dict:
+    if not text:
+        return {}
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and "]" not in port:
+        return {"public_host": host, "public_port": int(port)}
+    return {"public_host": text}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sipsync.server", description="SIP registrar/proxy node")
     parser.add_argument(
@@ -45,6 +67,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="file holding the control interface's shared secret (takes precedence over the environment)",
     )
+    parser.add_argument(
+        "--trunk",
+        type=_trunk,
+        metavar="sip:HOST:PORT",
+        help="upstream trunk for calls to public numbers (none: such calls are refused with 502)",
+    )
+    parser.add_argument(
+        "--public-host",
+        metavar="HOST[:PORT]",
+        help="address phones and the trunk reach this node on, for Record-Route and Via "
+        "(default: the first --listen address)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     args.listen = args.listen or [("127.0.0.1", 5060)]
@@ -60,6 +94,8 @@ async def serve(args: argparse.Namespace, control_secret: str | None = None) -> 
         min_expires=args.min_expires,
         max_expires=max(args.max_expires, args.min_expires),
         digest_algorithms=tuple(a.strip().upper() for a in args.digest_algorithms.split(",") if a.strip()),
+        trunk=args.trunk,
+        **_public(args.public_host),
     )
     node = SipNode(config)
     bound = await node.start()

@@ -26,6 +26,29 @@ class Cause(StrEnum):
     MALFORMED_REQUEST = "malformed_request"
     NOT_IMPLEMENTED = "not_implemented"
     STORE_FAILURE = "store_failure"
+    # --- the proxy (sipsync.server.proxy / policy / routing) ---
+    FROM_MISMATCH = "from_mismatch"
+    CUSTOMER_SUSPENDED = "customer_suspended"
+    CALLER_TOO_MANY_CALLS = "caller_too_many_calls"
+    INVALID_NUMBER = "invalid_number"
+    CLASS_NOT_PERMITTED = "class_not_permitted"
+    NO_RATE = "no_rate"
+    INVALID_CALLER_ID = "invalid_caller_id"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CODEC_MISMATCH = "codec_mismatch"
+    CALLEE_BUSY = "callee_busy"
+    CALLEE_FORWARDED = "callee_forwarded"
+    CALLEE_DND = "callee_dnd"
+    NOT_REGISTERED = "not_registered"
+    UNREACHABLE = "destination_unreachable"
+    NO_TRUNK = "no_trunk"
+    NO_ANSWER = "no_answer"
+    NO_ROUTE = "no_route"
+    NO_SUCH_TRANSACTION = "no_such_transaction"
+    NO_SUCH_DIALOG = "no_such_dialog"
+    TOO_MANY_HOPS = "too_many_hops"
+    LOOP_DETECTED = "loop_detected"
+    UNSUPPORTED_EXTENSION = "unsupported_extension"
 
 
 REJECTIONS: dict[Cause, tuple[int, str]] = {
@@ -43,7 +66,41 @@ REJECTIONS: dict[Cause, tuple[int, str]] = {
     Cause.MALFORMED_REQUEST: (400, "Bad Request"),
     Cause.NOT_IMPLEMENTED: (501, "Not Implemented"),
     Cause.STORE_FAILURE: (500, "Server Internal Error"),
+    # The proxy, in the order it checks an initial INVITE (see sipsync.server.policy):
+    # 407 challenge / 403 credentials, disabled, password change (the Authenticator), then
+    Cause.FROM_MISMATCH: (403, "Forbidden - From does not match the credentials"),
+    Cause.CUSTOMER_SUSPENDED: (403, "Forbidden - Customer account suspended"),
+    # A caller already at its own max_calls is refused with 403, not 486: 486 tells the caller that
+    # the *callee* is busy (and the support guide says "just redial"), while this is a limit on the
+    # caller's own account that redialling cannot fix; 403 is the "refused by policy" code. Checked
+    # right after authentication, before anything about the destination.
+    Cause.CALLER_TOO_MANY_CALLS: (403, "Forbidden - Too many simultaneous calls"),
+    Cause.INVALID_NUMBER: (404, "Not Found - Invalid number"),
+    Cause.CLASS_NOT_PERMITTED: (404, "Not Found - {call_class} calls not permitted"),
+    Cause.NO_RATE: (404, "Not Found - No rate for the destination"),
+    Cause.INVALID_CALLER_ID: (503, "Service Unavailable - Invalid caller ID"),
+    Cause.INSUFFICIENT_FUNDS: (503, "Service Unavailable - Insufficient funds"),
+    Cause.CODEC_MISMATCH: (488, "Not Acceptable Here"),
+    Cause.CALLEE_FORWARDED: (302, "Moved Temporarily"),
+    Cause.CALLEE_DND: (603, "Decline"),
+    Cause.CALLEE_BUSY: (486, "Busy Here"),
+    Cause.NOT_REGISTERED: (480, "Temporarily Unavailable"),
+    Cause.UNREACHABLE: (480, "Temporarily Unavailable - Destination unreachable"),
+    Cause.NO_TRUNK: (502, "Bad Gateway - No upstream trunk configured"),
+    Cause.NO_ANSWER: (408, "Request Timeout"),
+    # Requests that are not new calls
+    Cause.NO_ROUTE: (404, "Not Found - No route to follow"),
+    Cause.NO_SUCH_TRANSACTION: (481, "Call/Transaction Does Not Exist"),
+    Cause.NO_SUCH_DIALOG: (481, "Call/Transaction Does Not Exist"),
+    Cause.TOO_MANY_HOPS: (483, "Too Many Hops"),
+    Cause.LOOP_DETECTED: (482, "Loop Detected"),
+    Cause.UNSUPPORTED_EXTENSION: (420, "Bad Extension"),
 }
+
+# Warning code per cause where RFC 3261 20.43 has a better one than 399 (miscellaneous warning).
+# 305 "Incompatible media format" carries a human text (``Reply.warning``); the 399 with the
+# machine-readable cause follows it.
+WARNING_CODES = {Cause.CODEC_MISMATCH: 305}
 
 # What the wire says where the precise cause would help an attacker.
 WIRE_CAUSE = {Cause.UNKNOWN_USER: Cause.BAD_CREDENTIALS, Cause.BAD_PASSWORD: Cause.BAD_CREDENTIALS}
@@ -60,10 +117,31 @@ class Reply:
     account: str | None = None
     detail: dict | None = None
     durable: bool = False  # answer only once the local store has made the change durable
+    warning: str | None = None  # text of a Warning with the cause's WARNING_CODES code
+
+
+def warning_values(reply: Reply, host: str) -> list[str]:
+    """The Warning header values for a rejection: the cause (399), after a 305/... text if any."""
+    if reply.cause is None:
+        return []
+    wire = WIRE_CAUSE.get(reply.cause, reply.cause)
+    values = [f'399 {host} "{wire}"']
+    code = WARNING_CODES.get(reply.cause)
+    if code is not None and reply.warning:
+        values.insert(0, f'{code} {host} "{reply.warning.replace(chr(34), chr(39))}"')
+    return values
 
 
 def reject(
-    cause: Cause, *, account: str | None = None, headers: list[tuple[str, str]] | None = None, detail=None
+    cause: Cause,
+    *,
+    account: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    detail=None,
+    warning: str | None = None,
 ) -> Reply:
+    """The Reply for ``cause``; a reason phrase with ``{field}`` placeholders is filled from ``detail``."""
     status, reason = REJECTIONS[cause]
-    return Reply(status, reason, headers or [], cause=cause, account=account, detail=detail)
+    if "{" in reason:
+        reason = reason.format_map(detail or {})
+    return Reply(status, reason, headers or [], cause=cause, account=account, detail=detail, warning=warning)

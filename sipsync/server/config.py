@@ -22,3 +22,17 @@ class ServiceConfig:
     # SHA-256; SHA-256 is still offered for UAs that pick the strongest challenge they know.
     digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
     allowed_methods: tuple[str, ...] = field(default=("REGISTER", "OPTIONS", "ACK"))
+    # --- the proxy ---
+    # Host (and port) this node puts in Record-Route and Via: the address phones and the trunk
+    # reach it on (behind a NAT or a load balancer, not the listening address). None: the first
+    # listening address (or the realm when that is a wildcard); port None: the bound port.
+    public_host: str | None = None
+    public_port: int | None = None
+    # Upstream trunk for calls to public numbers, 'sip:HOST:PORT' (the host resolved to an IP
+    # address at start-up); None: such calls get 502.
+    trunk: str | None = None
+    # RFC 3261 T1 (seconds) for the proxy's transactions; tests shorten it.
+    timer_t1: float = 0.5
+    # Timer C (RFC 3261 16.6 step 11, > 3 min): a branch without a final response this long after
+    # its last provisional one is cancelled.
+    ring_timeout: float = 181.0

@@ -11,8 +11,9 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sipsync.server.causes import WIRE_CAUSE, Cause, Reply, reject
+from sipsync.server.causes import Cause, Reply, reject, warning_values
 from sipsync.server.config import ServiceConfig
 from sipsync.server.events import EventRecorder
 from sipsync.server.registrar import Registrar
@@ -22,6 +23,9 @@ from sipsync.sip.errors import SipParseError
 from sipsync.sip.headers import Via
 from sipsync.sip.message import Request, Response, render_response
 from sipsync.sip.parser import parse_message, try_error_response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sipsync.server.proxy import Proxy
 
 log = logging.getLogger("sipsync.core")
 
@@ -37,16 +41,23 @@ class SipService:
         registrar: Registrar,
         events: EventRecorder,
         clock: Callable[[], float] = time.time,
+        proxy: "Proxy | None" = None,
     ) -> None:
         self._config = config
+        self.proxy = proxy  # every request but REGISTER and OPTIONS, and every response, go here
         self._store = store
         self._registrar = registrar
         self._events = events
         self._clock = clock
         self._awaiting_flush: list[tuple[Request, Reply, Address, Endpoint]] = []
         self._flush_scheduled = False
-        self._allow = ", ".join(SUPPORTED_METHODS)
+        self._allow = proxy.allow if proxy is not None else ", ".join(SUPPORTED_METHODS)
         self._server_header = ("Server", config.server_header)
+
+    def attach_proxy(self, proxy: "Proxy") -> None:
+        """Relay calls through ``proxy`` (the node builds it after the transports, which need us)."""
+        self.proxy = proxy
+        self._allow = proxy.allow
 
     # --- entry point from the transports ---------------------------------------------------
 
@@ -57,7 +68,14 @@ class SipService:
             self._answer_unparseable(data, error, source, endpoint)
             return
         if isinstance(message, Response):
-            return  # nothing is proxied yet; a stray response is dropped (RFC 3261 18.1.2)
+            if self.proxy is not None:
+                try:
+                    self.proxy.on_response(message, source, endpoint)
+                except SipParseError as error:
+                    log.info("dropped malformed response from %s:%s: %s", source[0], source[1], error)
+                except Exception:
+                    log.exception("error relaying a response from %s:%s", *source)
+            return  # without a proxy a stray response is dropped (RFC 3261 18.1.2)
         try:
             reply = self._dispatch(message, source, endpoint)
         except SipParseError as error:
@@ -85,6 +103,9 @@ class SipService:
             return self._registrar.register(request, source, endpoint.name)
         if method == "OPTIONS":
             return Reply(200, headers=[("Allow", self._allow), ("Accept", "application/sdp")])
+        if self.proxy is not None:
+            self.proxy.on_request(request, source, endpoint)  # answers (or relays) on its own
+            return None
         if method == "ACK":
             return None  # an ACK is never answered
         return reject(Cause.NOT_IMPLEMENTED, headers=[("Allow", self._allow)], detail={"method": method})
@@ -119,10 +140,7 @@ class SipService:
     def _send_reply(self, request: Request, reply: Reply, source: Address, endpoint: Endpoint) -> None:
         if reply.cause is not None:
             self._record_rejection(request, reply, source)
-        headers = reply.headers
-        if reply.cause is not None:
-            wire = WIRE_CAUSE.get(reply.cause, reply.cause)
-            headers = [*headers, ("Warning", f'399 {self._config.realm} "{wire}"')]
+        headers = [*reply.headers, *(("Warning", v) for v in warning_values(reply, self._config.realm))]
         try:
             via = request.via
             data = render_response(

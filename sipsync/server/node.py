@@ -8,11 +8,13 @@ import time
 
 from sipsync.server.accounts import AccountTable
 from sipsync.server.auth import Authenticator, FailureLimiter
+from sipsync.server.calls import CallTable
 from sipsync.server.config import ServiceConfig
 from sipsync.server.core import SipService
 from sipsync.server.documents import DocumentTable
 from sipsync.server.events import EventRecorder
 from sipsync.server.location import LocationService
+from sipsync.server.proxy import Proxy
 from sipsync.server.registrar import Registrar
 from sipsync.server.store import Checkpointer, LocalStore
 from sipsync.server.transport import Transports
@@ -40,13 +42,29 @@ class SipNode:
             algorithms=config.digest_algorithms,
         )
         self.registrar = Registrar(config=config, authenticator=self.authenticator, location=self.location)
+        self.calls = CallTable(self.events, node_id=config.node_id, customer_version=self._customer_version)
         self.service = SipService(
             config=config, store=self.store, registrar=self.registrar, events=self.events
         )
         self.transports = Transports(self.service.handle)
+        self.proxy = Proxy(
+            config=config,
+            authenticator=self.authenticator,
+            accounts=self.accounts,
+            location=self.location,
+            events=self.events,
+            calls=self.calls,
+            transports=self.transports,
+            customers=self.documents,
+        )
+        self.service.attach_proxy(self.proxy)
         self.store.flush()  # bindings that expired while the node was down are gone for good
         self._housekeeping: asyncio.Task | None = None
         self.control = None  # the ControlServer, once start_control() ran
+
+    def _customer_version(self, customer: str) -> int | None:
+        document = self.documents.get_customer(customer)
+        return None if document is None else document["version"]
 
     def _nonce_secret(self) -> bytes:
         # Kept in the store so nonces issued before a restart stay valid after it.
@@ -58,9 +76,11 @@ class SipNode:
 
     async def start(self) -> list[str]:
         bound = []
-        for host, port in self.config.listen:
+        for index, (host, port) in enumerate(self.config.listen):
             udp, tcp = await self.transports.listen(host, port)
             bound += [f"udp:{udp[0]}:{udp[1]}", f"tcp:{tcp[0]}:{tcp[1]}"]
+            if index == 0:
+                self.proxy.set_local(udp[0], udp[1])  # Record-Route and Via name the bound port
         self._housekeeping = asyncio.create_task(self._housekeep())
         self.checkpointer.start()
         log.info(
@@ -99,6 +119,7 @@ class SipNode:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        self.proxy.close()
         await self.transports.close()
         self.service.flush()
         self.checkpointer.stop()

@@ -1,0 +1,279 @@
+"""Calls in progress, credit reserved by them, rating, and the call records they end in.
+
+In memory only (this pass): a restart forgets calls in progress (closing them out is for the
+next pass). The proxy creates a :class:`Call` for every INVITE it accepts for relaying, marks it
+answered on the first 2xx, and ends it on BYE or a final non-2xx; ending writes exactly one call
+record through ``EventRecorder.record("call", ...)``.
+
+Rating
+------
+``find_rate(plan, digits, now)``: the longest prefix of the E.164 digits among the plan's rates
+in effect at ``now`` (``effective_from <= now < effective_to``).
+
+``rate_cost(rate, seconds)``: the call's duration in whole seconds is rounded *up* (a started
+second counts); it is then billed as ``first_increment`` seconds if not longer than that, else
+``first_increment`` plus the rest rounded *up* to a whole number of ``next_increment``\\ s.
+``cost = connect_fee + price_per_minute * billed_seconds / 60``, quantised to 4 decimal places
+with ROUND_HALF_UP. An unanswered call (or one of zero seconds) costs nothing, not even the connect
+fee. Example: 61 s at 60/60 bills 120 s.
+
+Unsettled spend
+---------------
+The portal debits call records and pushes the new balance in a newer customer document. Until
+that push arrives, the cost of calls that ended on this node is subtracted from the pushed
+balance (``unsettled``); a push with a newer version starts the count again. (Approximation: a
+call rated after the portal read the records but before it pushed is forgotten one push early.)
+
+Reservations
+------------
+A paid call may start only if the customer's available balance (pushed balance minus what calls in
+progress reserve) covers ``connect_fee + price_per_minute * first_increment / 60``; that amount is
+reserved from the INVITE until the call ends (final non-2xx, BYE), so concurrent calls cannot spend
+the same credit twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from sipsync.server.events import CALL_RECORD_KIND, iso_utc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sipsync.server.events import EventRecorder
+
+__all__ = ["Call", "CallTable", "Reservations", "find_rate", "first_charge", "rate_cost"]
+
+ZERO = Decimal("0")
+_PLACES = Decimal("0.0001")
+
+
+# --- rating ----------------------------------------------------------------------------------
+
+
+def _when(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.fromisoformat(text)
+
+
+def find_rate(plan: dict[str, Any] | None, digits: str, now: float) -> dict[str, Any] | None:
+    """The rate of ``plan`` with the longest prefix of ``digits`` in effect at ``now`` (epoch)."""
+    if not plan:
+        return None
+    moment = datetime.fromtimestamp(now, UTC)
+    best: dict[str, Any] | None = None
+    for rate in plan.get("rates", ()):
+        prefix = rate["prefix"]
+        if not digits.startswith(prefix) or (best is not None and len(prefix) <= len(best["prefix"])):
+            continue
+        start, end = _when(rate.get("effective_from")), _when(rate.get("effective_to"))
+        if (start is not None and moment < start) or (end is not None and moment >= end):
+            continue
+        best = rate
+    return best
+
+
+def first_charge(rate: dict[str, Any]) -> Decimal:
+    """What a call must be able to pay before it starts: connect fee + the first increment."""
+    return (
+        Decimal(rate["connect_fee"])
+        + Decimal(rate["price_per_minute"]) * Decimal(int(rate["first_increment"])) / 60
+    ).quantize(_PLACES, ROUND_HALF_UP)
+
+
+def rate_cost(rate: dict[str, Any] | None, seconds: float) -> tuple[int, Decimal]:
+    """``(billed seconds, cost)`` of an answered call of ``seconds`` (see the module doc)."""
+    if rate is None or seconds <= 0:
+        return 0, ZERO.quantize(_PLACES)
+    whole = math.ceil(seconds - 1e-9)
+    first, step = int(rate["first_increment"]), int(rate["next_increment"])
+    billed = first if whole <= first else first + math.ceil((whole - first) / step) * step
+    cost = Decimal(rate["connect_fee"]) + Decimal(rate["price_per_minute"]) * Decimal(billed) / 60
+    return billed, cost.quantize(_PLACES, ROUND_HALF_UP)
+
+
+# --- reservations ------------------------------------------------------------------------------
+
+
+class Reservations:
+    """Credit held by calls in progress, per customer."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Decimal] = {}
+
+    def held(self, customer: str) -> Decimal:
+        return self._held.get(customer, ZERO)
+
+    def reserve(self, customer: str, amount: Decimal) -> None:
+        self._held[customer] = self.held(customer) + amount
+
+    def release(self, customer: str, amount: Decimal) -> None:
+        left = self.held(customer) - amount
+        if left > 0:
+            self._held[customer] = left
+        else:
+            self._held.pop(customer, None)
+
+
+# --- calls --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    record_id: str
+    call_id: str
+    caller_tag: str | None
+    account: str  # the caller's aor
+    customer: str
+    dialled: str
+    number: str | None  # E.164, or the extension for internal calls (None: not valid)
+    call_class: str | None
+    invited_at: float
+    callee: str | None = None  # the callee's aor (internal calls)
+    rate: dict[str, Any] | None = None
+    reserved: Decimal = ZERO
+    answered_at: float | None = None
+    ended_at: float | None = None
+    final_code: int | None = None
+    cause: str | None = None
+    # where in-dialog requests go: the caller's hop, and each answering branch's hop by To tag
+    caller_hop: Any = None
+    callee_hops: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at is not None
+
+    def in_dialog(self, from_tag: str | None, to_tag: str | None) -> bool:
+        """Whether a request with these tags belongs to a dialog of this call (either direction)."""
+        if from_tag is None or to_tag is None:
+            return False
+        if from_tag == self.caller_tag:
+            return to_tag in self.callee_hops
+        return from_tag in self.callee_hops and to_tag == self.caller_tag
+
+
+class CallTable:
+    """Calls in progress by Call-ID, with per-account counts for the max_calls limits."""
+
+    def __init__(
+        self,
+        events: EventRecorder,
+        *,
+        node_id: str,
+        reservations: Reservations | None = None,
+        clock: Callable[[], float] = time.time,
+        customer_version: Callable[[str], int | None] = lambda customer: None,
+    ) -> None:
+        self._events = events
+        self._customer_version = customer_version
+        # customer -> (version of the customer document then held, cost of calls ended since)
+        self._spent: dict[str, tuple[int | None, Decimal]] = {}
+        self._node = node_id
+        self._clock = clock
+        self.reservations = reservations if reservations is not None else Reservations()
+        self._calls: dict[str, Call] = {}
+        self._per_account: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def get(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    def unsettled(self, customer: str) -> Decimal:
+        """What calls that ended since the customer's balance was last pushed have cost."""
+        entry = self._spent.get(customer)
+        if entry is None:
+            return ZERO
+        if entry[0] != self._customer_version(customer):
+            del self._spent[customer]  # a newer balance was pushed since
+            return ZERO
+        return entry[1]
+
+    def active(self, aor: str) -> int:
+        """Calls in progress (ringing or answered) that ``aor`` makes or receives."""
+        return self._per_account.get(aor, 0)
+
+    def start(self, **fields: Any) -> Call:
+        call = Call(record_id=f"{self._node}-{uuid.uuid4()}", invited_at=self._clock(), **fields)
+        self._calls[call.call_id] = call
+        for aor in {call.account, call.callee} - {None}:
+            self._per_account[aor] = self._per_account.get(aor, 0) + 1  # type: ignore[index]
+        if call.reserved:
+            self.reservations.reserve(call.customer, call.reserved)
+        return call
+
+    def record_refused(self, *, code: int, cause: str, **fields: Any) -> dict[str, Any]:
+        """The record of an INVITE refused before it was relayed (not tracked as in progress)."""
+        call = Call(record_id=f"{self._node}-{uuid.uuid4()}", invited_at=self._clock(), **fields)
+        call.ended_at, call.final_code, call.cause = call.invited_at, code, cause
+        return self._write(call)
+
+    def answer(self, call: Call) -> None:
+        if call.answered_at is None:
+            call.answered_at = self._clock()
+            call.final_code = 200
+
+    def end(self, call: Call, *, code: int | None = None, cause: str | None = None) -> dict[str, Any] | None:
+        """Close ``call`` (once) and write its record; returns the record, None if already ended."""
+        if self._calls.get(call.call_id) is not call:
+            return None
+        del self._calls[call.call_id]
+        for aor in {call.account, call.callee} - {None}:
+            left = self._per_account.get(aor, 0) - 1  # type: ignore[arg-type]
+            if left > 0:
+                self._per_account[aor] = left  # type: ignore[index]
+            else:
+                self._per_account.pop(aor, None)  # type: ignore[arg-type]
+        if call.reserved:
+            self.reservations.release(call.customer, call.reserved)
+        call.ended_at = self._clock()
+        if not call.answered:
+            call.final_code = code
+        call.cause = cause
+        return self._write(call)
+
+    def _write(self, call: Call) -> dict[str, Any]:
+        record = self._write_record(call)
+        cost = Decimal(record["cost"])
+        if cost:
+            held = self.unsettled(call.customer)
+            self._spent[call.customer] = (self._customer_version(call.customer), held + cost)
+        return record
+
+    def _write_record(self, call: Call) -> dict[str, Any]:
+        # Call records are exempt from the recorder's flood cap (see EventRecorder.record).
+        return self._events.record(CALL_RECORD_KIND, self._record(call))
+
+    def _record(self, call: Call) -> dict[str, Any]:
+        duration = 0.0
+        if call.answered_at is not None and call.ended_at is not None:
+            duration = max(0.0, call.ended_at - call.answered_at)
+        billed, cost = rate_cost(call.rate, duration)
+        return {
+            "record_id": call.record_id,
+            "call_id": call.call_id,
+            "account": call.account,
+            "customer": call.customer,
+            "callee": call.callee,
+            "dialled": call.dialled,
+            "number": call.number,
+            "call_class": call.call_class,
+            "invited_at": iso_utc(call.invited_at),
+            "answered_at": iso_utc(call.answered_at) if call.answered_at is not None else None,
+            "ended_at": iso_utc(call.ended_at) if call.ended_at is not None else None,
+            "duration": math.ceil(duration - 1e-9) if duration > 0 else 0,
+            "billed_seconds": billed,
+            "final_code": call.final_code,
+            "cause": call.cause,
+            "rate": dict(call.rate) if call.rate is not None else None,
+            "cost": str(cost),
+        }
