@@ -174,6 +174,8 @@ SIP_REALM = env.str("SIP_REALM", default="sip.ninja.local")
 # Public address customers type into their phones (shown in the device settings panel).
 SIP_PUBLIC_HOST = env.str("SIP_PUBLIC_HOST", default="127.0.0.1")
 SIP_PUBLIC_PORT = env.int("SIP_PUBLIC_PORT", default=5060)
+# Upstream carrier for calls to public numbers, e.g. "sip:carrier.example.net:5060" (unset: refused).
+SIP_TRUNK = env.str("SIP_TRUNK", default="")
 # Control interfaces of every SIP service node, e.g. "http://10.0.0.5:5080,http://10.0.0.6:5080".
 SIP_NODES = env.list("SIP_NODES", default=["http://127.0.0.1:5080"])
 SIP_CONTROL_SECRET = env.str("SIP_CONTROL_SECRET", default="") or local_secret(VAR_DIR / "sip_control_secret")

@@ -60,7 +60,8 @@ class Command(BaseCommand):
             ],
         }
         if "runsip" in get_commands():
-            children["sip"] = [*manage, "runsip", "--listen", sip, "--control", control]
+            public = f"{settings.SIP_PUBLIC_HOST}:{sip.rpartition(':')[2]}"
+            children["sip"] = [*manage, "runsip", "--listen", sip, "--control", control, "--public", public]
         processes = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in children.items()}
         self._announce(web, sip, "sip" in processes)
         stopping = False

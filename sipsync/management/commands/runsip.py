@@ -21,8 +21,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--node-id", default="local")
         parser.add_argument("--control", default="127.0.0.1:5080", help="host:port of the control interface")
+        parser.add_argument(
+            "--public",
+            default=f"{settings.SIP_PUBLIC_HOST}:{settings.SIP_PUBLIC_PORT}",
+            help="host:port phones and the trunk reach this node on (Record-Route, Via)",
+        )
 
-    def handle(self, *args, listen: str, control: str, store: str, node_id: str, **options):
+    def handle(self, *args, listen: str, control: str, public: str, store: str, node_id: str, **options):
         argv = [
             sys.executable,
             "-m",
@@ -37,7 +42,11 @@ class Command(BaseCommand):
             node_id,
             "--control",
             control,
+            "--public-host",
+            public,
         ]
+        if settings.SIP_TRUNK:
+            argv += ["--trunk", settings.SIP_TRUNK]
         # The control secret travels in the environment, never on the command line (ps shows argv).
         os.environ["SIP_CONTROL_SECRET"] = settings.SIP_CONTROL_SECRET
         sys.stdout.flush()
