@@ -79,6 +79,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="address phones and the trunk reach this node on, for Record-Route and Via "
         "(default: the first --listen address)",
     )
+    parser.add_argument(
+        "--max-call-duration",
+        type=int,
+        default=7200,
+        metavar="SECONDS",
+        help="longest a paid call may last however much credit there is (default 7200); it also "
+        "caps the credit one call reserves",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     args.listen = args.listen or [("127.0.0.1", 5060)]
@@ -95,6 +103,7 @@ async def serve(args: argparse.Namespace, control_secret: str | None = None) -> 
         max_expires=max(args.max_expires, args.min_expires),
         digest_algorithms=tuple(a.strip().upper() for a in args.digest_algorithms.split(",") if a.strip()),
         trunk=args.trunk,
+        max_call_duration=max(1, args.max_call_duration),
         **_public(args.public_host),
     )
     node = SipNode(config)

@@ -1,9 +1,8 @@
 """Calls in progress, credit reserved by them, rating, and the call records they end in.
 
-In memory only (this pass): a restart forgets calls in progress (closing them out is for the
-next pass). The proxy creates a :class:`Call` for every INVITE it accepts for relaying, marks it
-answered on the first 2xx, and ends it on BYE or a final non-2xx; ending writes exactly one call
-record through ``EventRecorder.record("call", ...)``.
+The proxy creates a :class:`Call` for every INVITE it accepts for relaying, marks it answered on
+the first 2xx, and ends it on BYE, a final non-2xx or when its credit runs out; ending writes
+exactly one call record through ``EventRecorder.record("call", ...)``.
 
 Rating
 ------
@@ -24,12 +23,30 @@ that push arrives, the cost of calls that ended on this node is subtracted from 
 balance (``unsettled``); a push with a newer version starts the count again. (Approximation: a
 call rated after the portal read the records but before it pushed is forgotten one push early.)
 
-Reservations
-------------
+Reservations and the maximum duration
+-------------------------------------
 A paid call may start only if the customer's available balance (pushed balance minus what calls in
-progress reserve) covers ``connect_fee + price_per_minute * first_increment / 60``; that amount is
-reserved from the INVITE until the call ends (final non-2xx, BYE), so concurrent calls cannot spend
-the same credit twice.
+progress reserve minus unsettled spend) covers ``connect_fee + price_per_minute * first_increment /
+60``. The call's maximum duration is then the longest that available balance pays for at its rate
+(``max_seconds``: the first increment plus as many whole next increments as fit, never more than
+the node's ``max_call_duration`` cap), and the cost of that whole duration is reserved from the
+INVITE until the call ends: concurrent calls cannot spend the same credit twice. The price of that
+guarantee: a call takes all the credit it may use (up to the cap) for as long as it lasts, so with
+a small balance a second concurrent call gets what the first left, possibly nothing (503). When an
+answered call reaches its maximum duration the proxy hangs it up (BYE to both parties) and it is
+recorded with cause ``credit_exhausted``; a call is never billed beyond its maximum duration.
+
+Calls in progress across a restart
+----------------------------------
+With a store, every answered call's state (dialog identifiers, the parties' addresses, route sets,
+customer, rate, answer time, reservation) is queued into the store's ``calls_in_progress`` table
+when it is answered and removed when it ends, in the same group commit as its call record, so a
+call is recorded exactly once whatever moment the process dies. On start-up
+:meth:`CallTable.close_out_after_restart` writes the record of every call left from before (cause
+``node_restart``, ``ended_at`` the last keepalive the node wrote, else the start-up time, never
+beyond the call's maximum duration) and removes it; reservations live in memory only, so they are
+gone with the old process and the closed-out calls' cost counts as unsettled spend. The dialogs are
+not restored: a BYE for such a call after the restart gets 481.
 """
 
 from __future__ import annotations
@@ -47,8 +64,9 @@ from sipsync.server.events import CALL_RECORD_KIND, iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.events import EventRecorder
+    from sipsync.server.store import LocalStore
 
-__all__ = ["Call", "CallTable", "Reservations", "find_rate", "first_charge", "rate_cost"]
+__all__ = ["Call", "CallTable", "Reservations", "find_rate", "first_charge", "max_seconds", "rate_cost"]
 
 ZERO = Decimal("0")
 _PLACES = Decimal("0.0001")
@@ -99,6 +117,27 @@ def rate_cost(rate: dict[str, Any] | None, seconds: float) -> tuple[int, Decimal
     return billed, cost.quantize(_PLACES, ROUND_HALF_UP)
 
 
+def max_seconds(rate: dict[str, Any], available: Decimal, cap: int) -> int:
+    """The longest call (whole seconds) ``available`` pays for at ``rate``, at most ``cap``:
+    0 if it does not even cover the first increment; ``cap`` if the rate is free per minute."""
+    first, step = int(rate["first_increment"]), int(rate["next_increment"])
+    if rate_cost(rate, first)[1] > available:
+        return 0
+    per_minute = Decimal(rate["price_per_minute"])
+    if per_minute <= 0:
+        return cap
+    left = available - Decimal(rate["connect_fee"]) - per_minute * first / 60
+    seconds = first + max(0, int(left / (per_minute * step / 60))) * step
+    if seconds > cap:
+        return max(cap, 1)
+    # the division above is inexact and the cost is quantised: settle on the exact boundary
+    while seconds > first and rate_cost(rate, seconds)[1] > available:
+        seconds -= step
+    while seconds + step <= cap and rate_cost(rate, seconds + step)[1] <= available:
+        seconds += step
+    return seconds
+
+
 # --- reservations ------------------------------------------------------------------------------
 
 
@@ -146,6 +185,18 @@ class Call:
     # where in-dialog requests go: the caller's hop, and each answering branch's hop by To tag
     caller_hop: Any = None
     callee_hops: dict[str, Any] = field(default_factory=dict)
+    max_duration: int | None = None  # seconds from the answer (paid calls); None: no limit
+    # the dialog, for requests the proxy itself sends in it (a BYE when the credit runs out)
+    caller_from: str | None = None  # From of the INVITE (with the caller's tag)
+    caller_contact: str | None = None  # the caller's remote target
+    caller_route: tuple[str, ...] = ()  # Record-Route values beyond us towards the caller
+    caller_cseq: int = 0  # highest CSeq the caller used in the dialog
+    callee_tag: str | None = None  # the answering branch's To tag
+    callee_to: str | None = None  # To of the 2xx (with the callee's tag)
+    callee_contact: str | None = None
+    callee_route: tuple[str, ...] = ()  # Record-Route values beyond us towards the callee
+    callee_cseq: int = 0
+    timer: Any = None  # the proxy's max-duration timer
 
     @property
     def answered(self) -> bool:
@@ -171,8 +222,10 @@ class CallTable:
         reservations: Reservations | None = None,
         clock: Callable[[], float] = time.time,
         customer_version: Callable[[str], int | None] = lambda customer: None,
+        store: LocalStore | None = None,
     ) -> None:
         self._events = events
+        self._store = store  # answered calls are kept there until they end (None: not kept)
         self._customer_version = customer_version
         # customer -> (version of the customer document then held, cost of calls ended since)
         self._spent: dict[str, tuple[int | None, Decimal]] = {}
@@ -221,11 +274,27 @@ class CallTable:
         if call.answered_at is None:
             call.answered_at = self._clock()
             call.final_code = 200
+            self.persist(call)
 
-    def end(self, call: Call, *, code: int | None = None, cause: str | None = None) -> dict[str, Any] | None:
-        """Close ``call`` (once) and write its record; returns the record, None if already ended."""
+    def persist(self, call: Call) -> None:
+        """Queue the state of an answered call in the store (again after it changed)."""
+        if self._store is not None and call.answered and self._calls.get(call.call_id) is call:
+            self._store.put_call(call.record_id, call_state(call))
+
+    def end(
+        self,
+        call: Call,
+        *,
+        code: int | None = None,
+        cause: str | None = None,
+        ended_at: float | None = None,
+    ) -> dict[str, Any] | None:
+        """Close ``call`` (once) and write its record; returns the record, None if already ended.
+        ``ended_at`` (epoch) replaces the clock's time (a hang-up at a known moment)."""
         if self._calls.get(call.call_id) is not call:
             return None
+        if self._store is not None and call.answered:
+            self._store.delete_call(call.record_id)  # in the same flush as the record
         del self._calls[call.call_id]
         for aor in {call.account, call.callee} - {None}:
             left = self._per_account.get(aor, 0) - 1  # type: ignore[arg-type]
@@ -235,11 +304,28 @@ class CallTable:
                 self._per_account.pop(aor, None)  # type: ignore[arg-type]
         if call.reserved:
             self.reservations.release(call.customer, call.reserved)
-        call.ended_at = self._clock()
+        call.ended_at = self._clock() if ended_at is None else ended_at
         if not call.answered:
             call.final_code = code
         call.cause = cause
         return self._write(call)
+
+    def close_out_after_restart(self, *, last_alive: float | None = None) -> list[dict[str, Any]]:
+        """Write the record of every call the store holds from before a restart (cause
+        ``node_restart``) and remove it; ``ended_at`` is ``last_alive`` (the last keepalive the
+        old process wrote) if it is after the answer, else now. Returns the records."""
+        if self._store is None:
+            return []
+        now = self._clock()
+        records = []
+        for record_id, state in self._store.load_calls():
+            call = call_from_state(state)
+            ended = last_alive if last_alive is not None and last_alive >= (call.answered_at or 0) else now
+            call.ended_at = min(ended, now)
+            call.cause = "node_restart"
+            self._store.delete_call(record_id)
+            records.append(self._write(call))
+        return records
 
     def _write(self, call: Call) -> dict[str, Any]:
         record = self._write_record(call)
@@ -257,6 +343,8 @@ class CallTable:
         duration = 0.0
         if call.answered_at is not None and call.ended_at is not None:
             duration = max(0.0, call.ended_at - call.answered_at)
+            if call.max_duration is not None:  # never billed beyond what the credit paid for
+                duration = min(duration, float(call.max_duration))
         billed, cost = rate_cost(call.rate, duration)
         return {
             "record_id": call.record_id,
@@ -277,3 +365,45 @@ class CallTable:
             "rate": dict(call.rate) if call.rate is not None else None,
             "cost": str(cost),
         }
+
+
+# --- state kept in the store while a call is in progress ----------------------------------------
+
+_STATE_FIELDS = (
+    "record_id", "call_id", "caller_tag", "account", "customer", "dialled", "number", "call_class",
+    "invited_at", "callee", "rate", "answered_at", "final_code", "max_duration", "caller_from",
+    "caller_contact", "caller_cseq", "callee_tag", "callee_to", "callee_contact", "callee_cseq",
+)  # fmt: skip
+
+
+def _hop_state(hop: Any) -> list | None:
+    if hop is None:
+        return None
+    return [hop.address[0], hop.address[1], hop.transport]
+
+
+def call_state(call: Call) -> dict[str, Any]:
+    """What the store keeps of an answered call (JSON-able)."""
+    state: dict[str, Any] = {name: getattr(call, name) for name in _STATE_FIELDS}
+    state["reserved"] = str(call.reserved)
+    state["caller_route"] = list(call.caller_route)
+    state["callee_route"] = list(call.callee_route)
+    state["caller_hop"] = _hop_state(call.caller_hop)
+    state["callee_hop"] = _hop_state(call.callee_hops.get(call.callee_tag or ""))
+    return state
+
+
+def call_from_state(state: dict[str, Any]) -> Call:
+    """The :class:`Call` a stored state describes (its hops as ``(host, port, transport)``)."""
+    fields = {name: state.get(name) for name in _STATE_FIELDS if name not in ("caller_cseq", "callee_cseq")}
+    call = Call(**fields)
+    call.caller_cseq = int(state.get("caller_cseq") or 0)
+    call.callee_cseq = int(state.get("callee_cseq") or 0)
+    call.reserved = Decimal(state.get("reserved") or "0")
+    call.caller_route = tuple(state.get("caller_route") or ())
+    call.callee_route = tuple(state.get("callee_route") or ())
+    if state.get("caller_hop"):
+        call.caller_hop = tuple(state["caller_hop"])
+    if state.get("callee_hop") and call.callee_tag:
+        call.callee_hops = {call.callee_tag: tuple(state["callee_hop"])}
+    return call

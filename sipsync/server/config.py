@@ -36,3 +36,9 @@ class ServiceConfig:
     # Timer C (RFC 3261 16.6 step 11, > 3 min): a branch without a final response this long after
     # its last provisional one is cancelled.
     ring_timeout: float = 181.0
+    # Longest a paid call may last (seconds), however much credit there is: also caps the credit
+    # one call reserves (see sipsync.server.calls).
+    max_call_duration: int = 7200
+    # How often (seconds) the node notes in its store that it is alive while calls are in
+    # progress: after a crash, calls left over are closed out at the last such note.
+    keepalive_interval: float = 1.0

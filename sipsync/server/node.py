@@ -23,6 +23,7 @@ from sipsync.sip.digest import NonceManager
 log = logging.getLogger("sipsync.node")
 
 HOUSEKEEPING_INTERVAL = 0.5
+ALIVE_KEY = "alive_at"  # meta: the last time (epoch) the node noted it was alive with calls up
 
 
 class SipNode:
@@ -42,7 +43,17 @@ class SipNode:
             algorithms=config.digest_algorithms,
         )
         self.registrar = Registrar(config=config, authenticator=self.authenticator, location=self.location)
-        self.calls = CallTable(self.events, node_id=config.node_id, customer_version=self._customer_version)
+        self.calls = CallTable(
+            self.events, node_id=config.node_id, customer_version=self._customer_version, store=self.store
+        )
+        # calls answered before a restart (or a crash): recorded now, cause node_restart
+        last_alive = self.store.get_meta(ALIVE_KEY)
+        self.closed_out = self.calls.close_out_after_restart(
+            last_alive=float(last_alive) if last_alive is not None else None
+        )
+        if self.closed_out:
+            log.warning("closed out %d call(s) left in progress before a restart", len(self.closed_out))
+        self._alive_noted = 0.0
         self.service = SipService(
             config=config, store=self.store, registrar=self.registrar, events=self.events
         )
@@ -106,10 +117,19 @@ class SipNode:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             try:
                 self.location.expire()
+                self._note_alive()
                 if self.store.pending:
                     self.service.flush()
             except Exception:
                 log.exception("housekeeping failed")
+
+    def _note_alive(self) -> None:
+        """While calls are in progress, note the time in the store now and then: after a crash
+        they are closed out at the last note (``CallTable.close_out_after_restart``)."""
+        now = time.time()
+        if len(self.calls) and now - self._alive_noted >= self.config.keepalive_interval:
+            self._alive_noted = now
+            self.store.set_meta(ALIVE_KEY, repr(now))
 
     async def stop(self) -> None:
         if self.control is not None:  # first: no push may arrive once the store is closing

@@ -22,7 +22,14 @@ minus what calls in progress reserve (``calls.Reservations``) and minus what cal
 this node since the last balance push cost (``CallTable.unsettled``). A customer without a
 document is refused with 503 (nothing to check the call against); a customer whose ``rate_plan``
 is null is not billed, so the check passes; a plan without a rate for the number is 404
-``no_rate``.
+``no_rate``. A call that passes gets a maximum duration (``Verdict.max_duration``: what the
+available balance pays for at its rate, at most ``max_call_duration``) and reserves its cost
+(``Verdict.reserve``); see :mod:`sipsync.server.calls`.
+
+Identity: everything here is about the *authenticated* account. Headers a caller may add that
+name somebody else -- ``Referred-By`` on the INVITE a transferee sends after a REFER, or a
+``Referred-By``/``Replaces`` of any kind -- are never read: a transferred call is the
+transferee's own call, checked, rated and billed as such, with the transferee's caller IDs.
 
 Forward-all and do-not-disturb are checked before the callee's busy state: a forwarded or
 do-not-disturb extension is not rung at all, so how many calls it has does not matter (a caller
@@ -46,7 +53,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sipsync.server.calls import ZERO, CallTable, find_rate, first_charge
+from sipsync.server.calls import ZERO, CallTable, find_rate, first_charge, max_seconds, rate_cost
 from sipsync.server.causes import Cause, Reply, reject
 from sipsync.server.dialplan import CountrySettings, to_e164
 from sipsync.server.routing import Destination, country_settings, resolve
@@ -88,6 +95,7 @@ class Verdict:
     destination: Destination | None = None
     rate: dict[str, Any] | None = None
     reserve: Decimal = ZERO
+    max_duration: int | None = None  # seconds the credit pays for (paid calls)
     caller_id: str | None = None  # E.164 (or as provisioned) identity to assert
     body: bytes | None = None  # the offer with unassigned codecs removed
     bindings: list[Binding] = field(default_factory=list)
@@ -103,8 +111,10 @@ class Policy:
         calls: CallTable,
         customers: Customers | None = None,
         clock: Callable[[], float] = time.time,
+        max_call_duration: int = 7200,
     ) -> None:
         self._realm = realm
+        self._max_call_duration = max_call_duration
         self._accounts = accounts
         self._location = location
         self._calls = calls
@@ -231,7 +241,8 @@ class Policy:
                 "currency": customer.get("currency"),
             }
         verdict.rate = rate
-        verdict.reserve = needed
+        verdict.max_duration = max_seconds(rate, available, self._max_call_duration)
+        verdict.reserve = max(needed, rate_cost(rate, verdict.max_duration)[1])
         return None
 
     def forward_contact(self, target: str, customer: dict[str, Any] | None) -> str:

@@ -44,8 +44,25 @@ A 2xx that arrives after the caller's CANCEL was answered 487 is ACKed and hung 
 proxy. Call records: every INVITE from an authenticated caller ends in exactly one (see
 :mod:`sipsync.server.calls`); challenges and credential failures are rejection events only.
 
-Not in this pass: REFER transferee authorisation, a maximum call duration (a call whose BYE never
-comes stays in progress), closing out calls in progress after a restart, calls coming in from the
+Maximum duration (paid calls): the policy gives every call to the trunk the longest duration the
+customer's available credit pays for at its rate (:mod:`sipsync.server.calls`). When an answered
+call reaches it, the proxy ends the call itself: a BYE to each party inside its dialog (the Call-ID;
+From and To with the tags as that party knows them; a CSeq one above the highest the other party
+used; the party's Contact as Request-URI and the Record-Route values beyond this proxy as Route
+set; sent to the next Route, else on the party's flow), with ``Reason: SIP;cause=200;text="Credit
+exhausted"``; the call is recorded with cause ``credit_exhausted`` and billed exactly its maximum
+duration. Whatever the parties answer to those BYEs is absorbed.
+
+REFER (RFC 3515) in a dialog is relayed like any in-dialog request, and the far UA's 202 and its
+NOTIFYs come back the same way. The transferee then sends a new INVITE of its own (with
+``Referred-By``): it is authenticated, authorised and rated as the transferee's call; no step
+reads ``Referred-By`` (see :mod:`sipsync.server.policy`), so a transfer cannot borrow the
+transferor's permissions, caller ID or credit.
+
+After a restart the dialogs of calls answered before it are not restored: in-dialog requests for
+them (a BYE) get 481, and the node closes their records out at start-up (cause ``node_restart``).
+
+Not in this pass: calls coming in from the
 trunk, strict-routing previous hops, DNS (RFC 3263) for next hops with host names (resolved with a
 blocking look-up), TCP or TLS connections opened by the proxy (a TCP contact is reached only over
 the connection it registered on; the trunk over UDP), codec filtering of re-INVITE offers,
@@ -134,6 +151,18 @@ class Branch:
 
 
 @dataclass(slots=True, eq=False)
+class DurationTimer:
+    """The maximum-duration timer of an answered call, in the transaction layer's timer heap."""
+
+    proxy: Proxy
+    call: Call
+
+    def on_timer(self, name: str, now: float) -> list:
+        self.proxy.credit_exhausted(self.call)
+        return []
+
+
+@dataclass(slots=True, eq=False)
 class InviteContext:
     server: ServerInviteTransaction
     account: Account
@@ -175,6 +204,7 @@ class Proxy:
             calls=calls,
             customers=customers,
             clock=clock,
+            max_call_duration=config.max_call_duration,
         )
         self.layer = TransactionLayer(TimerConfig(T1=config.timer_t1, T2=max(4.0, config.timer_t1)))
         self._contexts: dict[ServerTransaction, InviteContext] = {}
@@ -391,6 +421,11 @@ class Proxy:
             rate=verdict.rate,
             reserved=verdict.reserve,
             caller_hop=Hop(source, txn.destination.endpoint),
+            max_duration=verdict.max_duration,
+            caller_from=request.headers.get("From"),
+            caller_contact=_contact_text(request),
+            caller_route=tuple(request.headers.get_all("Record-Route")),
+            caller_cseq=request.cseq.seq,
         )
         ctx = InviteContext(server=txn, account=account, call=call)
         self._contexts[txn] = ctx
@@ -427,7 +462,14 @@ class Proxy:
             if txn is not None:
                 self._reject(txn, reject(Cause.NO_SUCH_DIALOG, detail={"method": request.method}))
             return
+        if request.method != "ACK":
+            seq = request.cseq.seq
+            if request.from_.tag == call.caller_tag:
+                call.caller_cseq = max(call.caller_cseq, seq)
+            else:
+                call.callee_cseq = max(call.callee_cseq, seq)
         if request.method == "BYE":
+            self._cancel_duration_timer(call)
             self.calls.end(call, code=200, cause="bye")
         routes = request.headers.get_all("Route")
         try:
@@ -452,6 +494,100 @@ class Proxy:
         )
         self._owners[client] = txn
         self._execute(actions)
+
+    # --- the maximum duration -------------------------------------------------------------------
+
+    def _answered(self, call: Call, branch: Branch, response: Response) -> None:
+        """The first 2xx of ``call``: note the dialog, mark it answered (which persists it) and
+        arm its maximum-duration timer."""
+        call.callee_tag = response.to.tag
+        call.callee_to = response.headers.get("To")
+        call.callee_contact = _contact_text(response)
+        records = response.headers.get_all("Record-Route")
+        own = next((i for i, value in enumerate(records) if self._is_own_route(value)), len(records))
+        call.callee_route = tuple(reversed(records[:own]))
+        self.calls.answer(call)
+        if call.max_duration is not None:
+            call.timer = DurationTimer(self, call)
+            self.layer.timers.set(call.timer, "max", self._now() + call.max_duration)
+
+    def _cancel_duration_timer(self, call: Call) -> None:
+        if call.timer is not None:
+            self.layer.timers.cancel(call.timer, "max")
+            call.timer = None
+
+    def credit_exhausted(self, call: Call) -> None:
+        """The call reached its maximum duration: BYE to both parties, record it."""
+        call.timer = None
+        if self.calls.get(call.call_id) is not call or call.answered_at is None:
+            return
+        reason = 'SIP;cause=200;text="Credit exhausted"'
+        for request, hop in (self._bye_to_callee(call, reason), self._bye_to_caller(call, reason)):
+            if request is None or hop is None:
+                log.warning("cannot reach a party of call %s to hang it up", call.call_id)
+                continue
+            client, actions = self.layer.create_client(
+                request, hop, reliable=hop.endpoint.reliable, now=self._now()
+            )
+            self._owners[client] = None
+            self._execute(actions)
+        assert call.max_duration is not None
+        self.calls.end(
+            call, code=200, cause="credit_exhausted", ended_at=call.answered_at + call.max_duration
+        )
+
+    def _bye_to_callee(self, call: Call, reason: str) -> tuple[Request | None, Hop | None]:
+        hop = call.callee_hops.get(call.callee_tag or "")
+        return self._bye(
+            call, call.callee_contact, call.caller_from, call.callee_to, call.caller_cseq + 1,
+            call.callee_route, hop, reason,
+        )  # fmt: skip
+
+    def _bye_to_caller(self, call: Call, reason: str) -> tuple[Request | None, Hop | None]:
+        return self._bye(
+            call, call.caller_contact, call.callee_to, call.caller_from, call.callee_cseq + 1,
+            call.caller_route, call.caller_hop, reason,
+        )  # fmt: skip
+
+    def _bye(
+        self,
+        call: Call,
+        target: str | None,
+        from_: str | None,
+        to: str | None,
+        cseq: int,
+        routes: tuple[str, ...],
+        flow: Hop | None,
+        reason: str,
+    ) -> tuple[Request | None, Hop | None]:
+        """A BYE in the dialog as the other party would send it, and where it goes."""
+        if target is None or from_ is None or to is None:
+            return None, None
+        try:
+            uri = SipUri.parse(target)
+            hop = self._hop_for_uri(NameAddr.parse(routes[0], "Route").uri) if routes else flow
+        except SipParseError:
+            return None, None
+        if hop is None:
+            return None, None
+        headers = Headers()
+        headers.add("Via", f"SIP/2.0/{hop.transport} {self.host}:{self.port};branch={new_branch()};rport")
+        headers.add("Max-Forwards", "70")
+        for route in routes:
+            headers.add("Route", route)
+        headers.add("From", from_)
+        headers.add("To", to)
+        headers.add("Call-ID", call.call_id)
+        headers.add("CSeq", f"{cseq} BYE")
+        headers.add("Reason", reason)
+        headers.add("Server", self._config.server_header)
+        return Request("BYE", uri, headers), hop
+
+    def _is_own_route(self, value: str) -> bool:
+        try:
+            return self._is_own_uri(NameAddr.parse(value, "Record-Route").uri)
+        except SipParseError:
+            return False
 
     def _hop_in_call(self, call: Call, request: Request) -> Hop | None:
         if request.from_.tag == call.caller_tag:
@@ -533,8 +669,8 @@ class Proxy:
                 if first:  # answered after the caller got its 487 (or another final): hang up
                     self._hang_up_late_answer(branch, response)
                 return
-            if call is not None and self.calls.get(call.call_id) is call:
-                self.calls.answer(call)
+            if call is not None and self.calls.get(call.call_id) is call and not call.answered:
+                self._answered(call, branch, response)
             ctx.final_sent = True
             ctx.final_status = status
             self._relay_response(ctx.server, response)  # every 2xx
@@ -841,6 +977,15 @@ def _response_address(via: Via, source: Address, endpoint: Endpoint) -> Address:
     if endpoint.reliable or via.has_rport:
         return source
     return source[0], via.port or 5060
+
+
+def _contact_text(message: Request | Response) -> str | None:
+    """The first Contact URI of ``message`` as text (None: none or malformed)."""
+    try:
+        contacts = message.contacts
+    except SipParseError:
+        return None
+    return str(contacts[0].uri) if contacts else None
 
 
 def _strip_caller_headers(request: Request) -> None:

@@ -98,7 +98,12 @@ def _m1(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1,)
+def _m2(db: sqlite3.Connection) -> None:
+    # Answered calls in progress (sipsync.server.calls), so a restart can close them out.
+    db.execute("CREATE TABLE calls_in_progress (record_id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1, _m2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _DELETE = None  # queue marker: the row is to be deleted
@@ -130,6 +135,7 @@ class LocalStore:
         self._accounts: dict[tuple[str, str], str | None] = {}
         self._bindings: dict[tuple[str, str], Binding | None] = {}
         self._meta: dict[str, str] = {}
+        self._calls: dict[str, str | None] = {}
         self._events: list[str] = []
         self._ack_upto: int | None = None
         self._flush_waiters: list[asyncio.Future[int]] = []
@@ -250,6 +256,19 @@ class LocalStore:
         """Flushed, unacknowledged events (for monitoring the spool)."""
         return self._db.execute("SELECT count(*) FROM events").fetchone()[0]
 
+    # -- calls in progress ------------------------------------------------------
+    def put_call(self, record_id: str, state: dict[str, Any]) -> None:
+        """Queue the state of a call in progress (serialised now, like accounts)."""
+        self._calls[record_id] = json.dumps(state, separators=(",", ":"), sort_keys=True)
+
+    def delete_call(self, record_id: str) -> None:
+        self._calls[record_id] = _DELETE
+
+    def load_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every flushed call in progress: ``(record_id, state)``."""
+        rows = self._db.execute("SELECT record_id, doc FROM calls_in_progress ORDER BY record_id")
+        return [(record_id, json.loads(doc)) for record_id, doc in rows]
+
     # -- meta ------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         if key in self._meta:
@@ -270,6 +289,7 @@ class LocalStore:
             len(self._accounts)
             + len(self._bindings)
             + len(self._meta)
+            + len(self._calls)
             + len(self._events)
             + (self._ack_upto is not None)
         )
@@ -324,6 +344,13 @@ class LocalStore:
                     )
             if self._meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", self._meta.items())
+            if self._calls:
+                dels = [(k,) for k, d in self._calls.items() if d is None]
+                if dels:
+                    db.executemany("DELETE FROM calls_in_progress WHERE record_id = ?", dels)
+                puts = [(k, d) for k, d in self._calls.items() if d is not None]
+                if puts:
+                    db.executemany("INSERT OR REPLACE INTO calls_in_progress VALUES (?, ?)", puts)
             if self._events:
                 db.executemany("INSERT INTO events (doc) VALUES (?)", [(e,) for e in self._events])
             if self._ack_upto is not None:
@@ -337,6 +364,7 @@ class LocalStore:
         self._accounts.clear()
         self._bindings.clear()
         self._meta.clear()
+        self._calls.clear()
         self._events.clear()
         self._ack_upto = None
         self._wake_waiters(n)

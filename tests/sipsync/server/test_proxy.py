@@ -7,10 +7,12 @@ each `UA` feeds the node bytes from its own address and reads what was sent to i
 import hashlib
 import itertools
 import re
+import time
 from decimal import Decimal
 
 import pytest
 
+from sipsync.server.node import SipNode
 from sipsync.server.provision import document_for_password
 from sipsync.sip.message import Request, Response, make_response
 from sipsync.sip.parser import parse_message
@@ -431,7 +433,9 @@ def test_an_answered_trunk_call_is_rated_and_recorded(world):
     relayed = only(trunk.inbox(), "INVITE")
     assert relayed.raw_uri == f"sip:+27115550123@{TRUNK[0]}:{TRUNK[1]}"
     assert relayed.headers.get("P-Asserted-Identity") == f"<sip:+27115550100@{REALM}>"
-    assert node.calls.reservations.held("C0000001") == Decimal("0.7000")  # 0.10 + 0.60 * 60/60
+    # the call may last the node's cap (7,200 s): 0.10 + 0.60 * 120 minutes is reserved
+    assert node.calls.reservations.held("C0000001") == Decimal("72.1000")
+    assert node.calls.get(relayed.call_id).max_duration == 7200
     answer(trunk, relayed, 200)
     ok = only(alice.inbox(), 200)
     clock.t += 61
@@ -745,3 +749,233 @@ def test_max_forwards_zero_is_483(world):
     node, alice, _, _, _ = world()
     data = alice.invite("1002").to_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
     assert [r.status for r in alice.send(data)] == [100, 483]
+
+
+# --- the maximum duration from credit ------------------------------------------------------------
+
+
+def answered_trunk_call(world, balance, *, trunk_routes=(), caller_headers=()):
+    """alice calls a national number with ``balance`` on the customer; the trunk answers (with
+    ``trunk_routes`` Record-Routed above ours) and alice ACKs. Returns the pieces."""
+    node, alice, _, trunk, clock = world(customer={**CUSTOMER, "balance": balance}, alice={"max_calls": 5})
+    invite, _ = alice.call("0115550123", headers=caller_headers)
+    relayed = only(trunk.inbox(), "INVITE")
+    for route in trunk_routes:
+        relayed.headers.insert_first("Record-Route", route)
+    answer(trunk, relayed, 200, tag="trunk1")
+    ok = only(alice.inbox(), 200)
+    alice.send(alice.in_dialog("ACK", ok, caller=True, cseq=ok.cseq.seq))
+    if not trunk_routes:
+        only(trunk.inbox(), "ACK")
+    trunk.net.outbox.clear()  # (with routes, the ACK went to the first of them)
+    return node, alice, trunk, clock, invite, ok
+
+
+def test_the_credit_for_one_increment_ends_the_call_after_it_with_bye_to_both(world):
+    # 0.70 = connect 0.10 + one 60 s increment at 0.60/min: the call may last 60 s
+    node, alice, trunk, clock, invite, ok = answered_trunk_call(world, "0.7000")
+    call = node.calls.get(invite.call_id)
+    assert call.max_duration == 60 and node.calls.reservations.held("C0000001") == Decimal("0.7000")
+    # in-dialog requests before the end raise the CSeqs the proxy must go above
+    alice.send(alice.in_dialog("INFO", ok, caller=True, cseq=5))
+    answer(trunk, only(trunk.inbox(), "INFO"), 200)
+    only(alice.inbox(), 200)
+    alice_contact = f"sip:alice@10.0.0.2:{ALICE[1]}"
+    trunk.send(trunk.in_dialog("INFO", ok, caller=False, cseq=41, remote_target=alice_contact))
+    answer(alice, only(alice.inbox(), "INFO"), 200, tag=ok.from_.tag)
+    only(trunk.inbox(), 200)
+    clock.t += 59
+    node.proxy.tick(node.proxy._now() + 59.5)
+    assert trunk.inbox() == [] and alice.inbox() == []  # not yet
+    clock.t += 5  # the timer fires a little late: the record still says 60 s
+    node.proxy.tick(node.proxy._now() + 60.5)
+    to_trunk, to_alice = only(trunk.inbox(), "BYE"), only(alice.inbox(), "BYE")
+    # to the trunk: as alice would send it
+    assert to_trunk.raw_uri == f"sip:trunk@10.0.0.2:{TRUNK[1]}"  # the trunk's Contact
+    assert (to_trunk.from_.tag, to_trunk.to.tag) == (invite.from_.tag, "trunk1")
+    assert to_trunk.call_id == invite.call_id and to_trunk.cseq.seq == 6
+    assert "Route" not in to_trunk.headers and to_trunk.via.host == PROXY
+    assert 'text="Credit exhausted"' in to_trunk.headers.get("Reason")
+    # to alice: as the trunk would send it
+    assert to_alice.raw_uri == f"sip:alice@10.0.0.2:{ALICE[1]}"  # alice's Contact, sent to her source
+    assert (to_alice.from_.tag, to_alice.to.tag) == ("trunk1", invite.from_.tag)
+    assert to_alice.call_id == invite.call_id and to_alice.cseq.seq == 42
+    assert answer(trunk, to_trunk, 200, tag="trunk1") == [] and answer(alice, to_alice, 200) == []
+    [record] = events(node, "call")
+    assert (record["cause"], record["final_code"]) == ("credit_exhausted", 200)
+    assert (record["duration"], record["billed_seconds"], record["cost"]) == (60, 60, "0.7000")
+    assert node.calls.active("alice@sip.test") == 0 and node.calls.reservations.held("C0000001") == 0
+    # the dialog is over for the proxy: a late BYE from alice is 481
+    assert [r.status for r in alice.send(alice.in_dialog("BYE", ok, caller=True, cseq=7))] == [481]
+
+
+def test_the_hang_up_follows_the_route_sets_beyond_the_proxy(world):
+    edge_of_trunk, edge_of_alice = "<sip:203.0.113.60;lr>", "<sip:198.51.100.99:5099;lr>"
+    node, alice, trunk, clock, invite, ok = answered_trunk_call(
+        world, "0.7000", trunk_routes=[edge_of_trunk], caller_headers=[("Record-Route", edge_of_alice)]
+    )
+    node.proxy.tick(node.proxy._now() + 61)
+    [(to_edge_of_trunk, bye1)] = [(a, d) for a, d in trunk.net.outbox if a == ("203.0.113.60", 5060)]
+    [(to_edge_of_alice, bye2)] = [(a, d) for a, d in trunk.net.outbox if a == ("198.51.100.99", 5099)]
+    bye1, bye2 = parse_message(bye1), parse_message(bye2)
+    assert bye1.headers.get_all("Route") == [edge_of_trunk] and bye1.to.tag == "trunk1"
+    assert bye2.headers.get_all("Route") == [edge_of_alice] and bye2.to.tag == invite.from_.tag
+
+
+def test_a_call_that_ends_before_its_credit_runs_out_is_not_hung_up(world):
+    node, alice, trunk, clock, invite, ok = answered_trunk_call(world, "1.9000")
+    assert node.calls.get(invite.call_id).max_duration == 180  # 0.10 + 3 * 0.60
+    clock.t += 100
+    alice.send(alice.in_dialog("BYE", ok, caller=True, cseq=ok.cseq.seq + 1))
+    answer(trunk, only(trunk.inbox(), "BYE"), 200, tag="trunk1")
+    node.proxy.tick(node.proxy._now() + 200)
+    assert trunk.inbox() == [] and [m.status for m in alice.inbox()] == [200]
+    [record] = events(node, "call")
+    assert (record["cause"], record["billed_seconds"], record["cost"]) == ("bye", 120, "1.3000")
+
+
+def test_internal_calls_have_no_maximum_duration(world):
+    node, alice, bob, _, _ = world(customer={**CUSTOMER, "balance": "0.0000"})
+    bob.register()
+    invite, _ = alice.call("1002")
+    answer(bob, only(bob.inbox(), "INVITE"), 200)
+    only(alice.inbox(), 200)
+    assert node.calls.get(invite.call_id).max_duration is None
+    node.proxy.tick(node.proxy._now() + 100_000)
+    assert bob.inbox() == [] and node.calls.active("alice@sip.test") == 1
+
+
+# --- calls in progress across a restart ----------------------------------------------------------
+
+
+def test_a_call_in_progress_when_the_node_dies_is_recorded_once_after_the_restart(world):
+    node, alice, _, trunk, clock = world()
+    clock.t = time.time() - 100  # answered 100 s ago
+    invite, _ = alice.call("0115550123")
+    answer(trunk, only(trunk.inbox(), "INVITE"), 200, tag="trunk1")
+    ok = only(alice.inbox(), 200)
+    [(record_id, state)] = node.store.load_calls()  # flushed with the 200
+    assert state["call_id"] == invite.call_id and state["callee_tag"] == "trunk1"
+    assert state["caller_hop"] == [*ALICE, "UDP"] and state["reserved"] == "72.1000"
+    node.store.set_meta("alive_at", repr(clock.t + 30))  # the node's last keepalive
+    node.store.flush()
+    node.store.close()  # the process dies: nothing more is written
+
+    config = node.config
+    again = SipNode(config)
+    try:
+        [closed] = again.closed_out
+        assert closed["record_id"] == record_id and closed["cause"] == "node_restart"
+        [record] = events(again, "call")
+        assert record["record_id"] == record_id and record["answered_at"] is not None
+        assert (record["duration"], record["billed_seconds"], record["cost"]) == (30, 60, "0.7000")
+        assert again.store.load_calls() == []
+        assert again.calls.reservations.held("C0000001") == 0
+        assert again.calls.unsettled("C0000001") == Decimal("0.7000")
+        # the dialog is not restored: a BYE for it is 481
+        net = Network()
+        again.transports.udp.append(net)
+        again.proxy.set_local(PROXY, 5060)
+        alice2 = UA(again, net, "alice", "Alice-Pw", ALICE)
+        assert [r.status for r in alice2.send(alice2.in_dialog("BYE", ok, caller=True, cseq=9))] == [481]
+    finally:
+        again.store.close()
+    third = SipNode(config)  # and a second restart records nothing more
+    try:
+        assert third.closed_out == [] and len(events(third, "call")) == 1
+    finally:
+        third.store.close()
+
+
+def test_the_stored_call_is_removed_with_its_record_in_one_flush(world):
+    node, alice, _, trunk, clock = world()
+    _, _ = alice.call("0115550123")
+    answer(trunk, only(trunk.inbox(), "INVITE"), 200, tag="trunk1")
+    ok = only(alice.inbox(), 200)
+    assert len(node.store.load_calls()) == 1
+    alice.send(alice.in_dialog("BYE", ok, caller=True, cseq=ok.cseq.seq + 1))
+    assert node.store.load_calls() == [] and len(events(node, "call")) == 1
+
+
+def test_thirty_concurrent_calls_on_one_increment_of_credit_connect_one(world):
+    node, alice, _, trunk, _ = world(customer={**CUSTOMER, "balance": "0.7000"}, alice={"max_calls": 50})
+    finals = []
+    for n in range(30):  # all placed before any is answered
+        _, replies = alice.call(f"011555{n:04d}")
+        finals.append(replies[-1].status)
+    assert finals == [100] + [503] * 29
+    [relayed] = trunk.inbox()
+    assert relayed.raw_uri.startswith("sip:+27115550000@")
+    answer(trunk, relayed, 200)
+    assert only(alice.inbox(), 200)
+    refusals = events(node)
+    assert len(refusals) == 29 and {e["cause"] for e in refusals} == {"insufficient_funds"}
+    assert {e["detail"]["available"] for e in refusals} == {"0.0000"}
+    records = events(node, "call")
+    assert len(records) == 29 and {r["cause"] for r in records} == {"insufficient_funds"}
+    assert node.calls.active("alice@sip.test") == 1
+
+
+# --- REFER (call transfer) -----------------------------------------------------------------------
+
+
+def test_refer_in_a_dialog_is_relayed_and_the_202_and_notify_come_back(world):
+    node, alice, bob, _, _ = world()
+    bob.register()
+    alice.call("1002")
+    answer(bob, only(bob.inbox(), "INVITE"), 200)
+    ok = only(alice.inbox(), 200)
+    alice.send(alice.in_dialog("ACK", ok, caller=True, cseq=ok.cseq.seq))
+    only(bob.inbox(), "ACK")
+    refer = alice.in_dialog("REFER", ok, caller=True, cseq=ok.cseq.seq + 1)
+    refer.headers.add("Refer-To", f"<sip:0115550123@{REALM}>")
+    refer.headers.add("Referred-By", f"<sip:alice@{REALM}>")
+    alice.send(refer)
+    relayed = only(bob.inbox(), "REFER")
+    assert relayed.headers.get("Refer-To") == f"<sip:0115550123@{REALM}>"
+    assert relayed.headers.get("Referred-By") == f"<sip:alice@{REALM}>"
+    assert relayed.max_forwards == 69 and "Route" not in relayed.headers
+    answer(bob, relayed, 202)
+    accepted = only(alice.inbox(), 202)
+    assert accepted.cseq.method == "REFER" and len(accepted.headers.get_all("Via")) == 1
+    notify = bob.in_dialog("NOTIFY", ok, caller=False, cseq=1)
+    notify.headers.add("Event", "refer")
+    notify.headers.add("Subscription-State", "active;expires=60")
+    bob.send(notify)
+    answer(alice, only(alice.inbox(), "NOTIFY"), 200, tag=ok.from_.tag)
+    assert only(bob.inbox(), 200).cseq.method == "NOTIFY"
+    assert events(node) == []
+
+
+def test_the_transferees_invite_is_its_own_call_whatever_referred_by_says(world):
+    """bob, transferred by alice, calls out: bob is authenticated, checked and billed; alice's
+    caller ID and permissions in Referred-By (or anywhere else) count for nothing."""
+    node, alice, bob, trunk, _ = world(
+        alice={"permissions": ["internal", "national", "mobile", "international"]},
+        bob={"caller_ids": ["+27115550200"], "default_caller_id": "+27115550200"},
+    )
+    referred_by = [("Referred-By", f'"Alice" <sip:alice@{REALM}>')]
+    # alice may call abroad; bob, the transferee, may not
+    _, replies = bob.call("00441632960001", headers=referred_by)
+    assert (replies[-1].status, replies[-1].reason) == (404, "Not Found - international calls not permitted")
+    # alice's caller ID presented with a Referred-By: still not one of bob's
+    alices_id = ("P-Preferred-Identity", "<sip:+27115550100@sip.test>")
+    _, replies = bob.call("0115550123", headers=[*referred_by, alices_id])
+    assert replies[-1].status == 503 and events(node)[-1]["cause"] == "invalid_caller_id"
+    # the transfer itself: bob's own call, bob's caller ID, bob's record
+    invite, _ = bob.call("0115550123", headers=referred_by)
+    relayed = only(trunk.inbox(), "INVITE")
+    assert relayed.headers.get("P-Asserted-Identity") == f"<sip:+27115550200@{REALM}>"
+    answer(trunk, relayed, 486)
+    only(bob.inbox(), 486)
+    record = events(node, "call")[-1]
+    assert (record["account"], record["call_id"]) == ("bob@sip.test", invite.call_id)
+    assert record["final_code"] == 486
+
+
+def test_a_referred_by_does_not_stand_in_for_credentials(world):
+    node, alice, bob, trunk, _ = world()
+    invite = bob.invite("0115550123", headers=[("Referred-By", f"<sip:alice@{REALM}>")])
+    assert [r.status for r in bob.send(invite)] == [100, 407]
+    _, replies = bob.call("0115550123", password="wrong", headers=[("Referred-By", f"<sip:alice@{REALM}>")])
+    assert replies[-1].status == 403 and trunk.inbox() == []

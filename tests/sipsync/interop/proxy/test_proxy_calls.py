@@ -84,10 +84,10 @@ def proxy_service(tmp_path, trunk_port):
 def sipp_command(sipp, tmp_path):
     runs = iter(range(1, 100))
 
-    def command(scenario, *, local_port, user, keys=(), remote=None, transport="u1") -> list[str]:
+    def command(scenario, *, local_port, user, keys=(), remote=None, transport="u1", calls=1) -> list[str]:
         stem = f"sipp-{next(runs)}-{scenario}"
         args = [
-            sipp, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-m", "1",
+            sipp, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-m", str(calls),
             "-timeout", f"{TIMEOUT}s", "-timeout_error",
             "-trace_err", "-error_file", str(tmp_path / f"{stem}-errors.log"),
             "-trace_msg", "-message_file", str(tmp_path / f"{stem}-messages.log"),
@@ -97,6 +97,8 @@ def sipp_command(sipp, tmp_path):
         ]  # fmt: skip
         for name, value in keys:
             args += ["-key", name, value]
+        if calls > 1:  # all at once, each in flight together (-l), from one SIPp process
+            args += ["-l", str(calls), "-r", str(calls)]
         if remote is not None:
             args.append(remote)
         return args
@@ -188,3 +190,146 @@ def test_call_to_a_number_goes_to_the_trunk_and_is_rated(proxy_service, sipp_com
     [record] = records
     assert (record["number"], record["call_class"], record["final_code"]) == ("+27115550123", "national", 200)
     assert record["billed_seconds"] == 60 and record["cost"] == "0.7000"  # connect 0.10 + one minute
+
+
+# --- little credit: the maximum duration, concurrent calls -------------------------------------
+
+SHORT_RATES = {
+    "kind": "rates", "plan": "Short", "version": 1, "currency": "ZAR",
+    "rates": [{"prefix": "27", "description": "South Africa", "price_per_minute": "1.00000",
+               "connect_fee": "0.00000", "first_increment": 1, "next_increment": 1,
+               "effective_from": "2026-01-01T00:00:00Z", "effective_to": None}],
+}  # fmt: skip
+# R1.00 a minute billed per second: R0.05 pays for exactly 3 s
+SHORT_CUSTOMER = {**CUSTOMER, "balance": "0.0500", "rate_plan": "Short"}
+
+
+class ShortCreditService(ProxyService):
+    """alice (up to 50 calls at once) of a customer whose R0.05 pays for 3 s at R1.00/min."""
+
+    def preload(self) -> None:
+        alice = document_for_password(
+            "alice", REALM, PASSWORDS["alice"], extension="1001", max_calls=50,
+            caller_ids=["+27115550100"], default_caller_id="+27115550100",
+        )  # fmt: skip
+        load_documents(self.store, [alice])
+        with LocalStore(self.store) as store:
+            documents = DocumentTable(store)
+            documents.apply("customer", SHORT_CUSTOMER)
+            documents.apply("rates", SHORT_RATES)
+            store.flush()
+
+
+@pytest.fixture
+def short_credit_service(tmp_path, trunk_port):
+    workdir = tmp_path / "short"
+    workdir.mkdir()
+    service = ShortCreditService(workdir, ("--trunk", f"sip:127.0.0.1:{trunk_port}"))
+    service.preload()
+    service.start()
+    yield service
+    service.stop(kill=False)
+
+
+def run_against_trunk(service, sipp_command, tmp_path, trunk_port, caller, trunk, *, calls=1):
+    """The trunk's scenario waits on ``trunk_port`` (one call); ``calls`` calls of the caller's run
+    at once from one SIPp process. Returns (caller exit code, trunk exit code, seconds the caller
+    ran, logs)."""
+    remote = f"127.0.0.1:{service.port}"
+    callee = subprocess.Popen(
+        sipp_command(trunk, local_port=trunk_port, user="alice"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        caller_run = subprocess.run(
+            sipp_command(caller, local_port=free_port(), user="alice", keys=[("callee", "0115550123")],
+                         remote=remote, calls=calls),
+            cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT + 15,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        callee.communicate(timeout=TIMEOUT + 15)
+    finally:
+        if callee.poll() is None:
+            callee.kill()
+            callee.wait()
+    logs = f"{_logs(tmp_path)}\n{caller_run.stdout[-3000:]}\n{service.stderr_text()[-3000:]}"
+    time.sleep(0.6)  # one housekeeping round: the spool is flushed
+    service.stop(kill=False)
+    return caller_run.returncode, callee.returncode, elapsed, logs
+
+
+@pytest.mark.sipp
+def test_the_proxy_hangs_up_when_the_credit_runs_out(
+    short_credit_service, sipp_command, tmp_path, trunk_port
+):
+    """R0.05 at R1.00/min per second: after 3 s the caller and the trunk both get the proxy's BYE."""
+    caller, trunk, elapsed, logs = run_against_trunk(
+        short_credit_service, sipp_command, tmp_path, trunk_port, "caller_credit", "trunk_credit"
+    )
+    assert (caller, trunk) == (0, 0), logs
+    assert 1.5 + 3 <= elapsed < 1.5 + 3 + 3, logs  # answered after 1.5 s, hung up 3 s later
+    [record] = short_credit_service.records()
+    assert (record["cause"], record["final_code"]) == ("credit_exhausted", 200)
+    assert (record["duration"], record["billed_seconds"], record["cost"]) == (3, 3, "0.0500")
+
+
+@pytest.mark.sipp
+def test_thirty_concurrent_calls_on_the_credit_of_one_connect_one(
+    short_credit_service, sipp_command, tmp_path, trunk_port
+):
+    """30 calls at once from one account: one reaches the trunk (answered after 1.5 s, so all
+    overlap) and is hung up when its credit runs out; the 29 others get 503 insufficient funds."""
+    caller, trunk, _, logs = run_against_trunk(
+        short_credit_service, sipp_command, tmp_path, trunk_port, "caller_credit", "trunk_credit", calls=30
+    )
+    assert (caller, trunk) == (0, 0), logs
+    records = short_credit_service.records()
+    assert len(records) == 30
+    connected = [r for r in records if r["answered_at"]]
+    assert [(r["cause"], r["cost"]) for r in connected] == [("credit_exhausted", "0.0500")]
+    refused = [r for r in records if not r["answered_at"]]
+    assert {(r["final_code"], r["cause"]) for r in refused} == {(503, "insufficient_funds")}
+    assert len(refused) == 29
+
+
+# --- a restart in the middle of a call ------------------------------------------------------------
+
+
+@pytest.mark.sipp
+def test_a_call_in_progress_survives_kill_9_as_one_record(proxy_service, sipp_command, tmp_path, trunk_port):
+    """The node is killed (SIGKILL) while a trunk call is up and started again: the call is
+    recorded once, cause node_restart; the caller's later BYE gets 481 (the dialog is gone)."""
+    remote = f"127.0.0.1:{proxy_service.port}"
+    trunk = subprocess.Popen(
+        sipp_command("trunk_hold", local_port=trunk_port, user="alice"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        caller = subprocess.Popen(
+            sipp_command("caller_restart", local_port=free_port(), user="alice",
+                         keys=[("callee", "0115550123")], remote=remote),
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        time.sleep(2.0)  # answered at once; in the store after the next group commit (< 0.5 s)
+        proxy_service.restart(kill=True)
+        caller_out, _ = caller.communicate(timeout=TIMEOUT + 15)
+        trunk.communicate(timeout=TIMEOUT + 15)
+    finally:
+        for process in (trunk, caller):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    logs = f"{_logs(tmp_path)}\n{caller_out[-2000:]}\n{proxy_service.stderr_text()[-3000:]}"
+    assert (caller.returncode, trunk.returncode) == (0, 0), logs
+    assert "closed out 1 call(s) left in progress" in proxy_service.stderr_text(), logs
+    proxy_service.stop(kill=False)
+    proxy_service.start()  # and once more: nothing is recorded twice
+    proxy_service.stop(kill=False)
+    [record] = proxy_service.records()
+    assert (record["cause"], record["final_code"], record["number"]) == ("node_restart", 200, "+27115550123")
+    assert record["answered_at"] and record["ended_at"] >= record["answered_at"]
+    assert 1 <= record["duration"] <= 4  # ended at the last keepalive before the kill
+    assert record["cost"] == "0.7000"  # connect 0.10 + one minute
