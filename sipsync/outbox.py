@@ -26,7 +26,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -206,6 +206,20 @@ def complete(entry: OutboxEntry, *, pushed_version: int | None) -> bool:
         # The push for the newer change may have found the entry claimed by us: push again.
         transaction.on_commit(partial(_push_after_commit, [entry.pk]), robust=True)
         return False
+
+
+def release(entries: list[OutboxEntry]) -> None:
+    """Give back entries still leased to this worker (its push broke off); best effort: if even
+    this fails, the lease runs out on its own."""
+    tokens = {entry.claim_token for entry in entries if entry.claim_token}
+    if not tokens:
+        return
+    try:
+        OutboxEntry.objects.filter(pk__in=[entry.pk for entry in entries], claim_token__in=tokens).update(
+            claimed_until=None, claim_token=""
+        )
+    except DatabaseError:
+        logger.warning("sipsync: could not release %d outbox entries; their lease will lapse", len(entries))
 
 
 def fail(entry: OutboxEntry, *, error: str) -> None:

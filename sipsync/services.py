@@ -46,15 +46,30 @@ class ReconcileReport:
 
 
 def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> PushReport:
-    """Push the given outbox entries (or those due) to every node; see `sipsync.outbox`."""
+    """Push the given outbox entries (all of them, `limit` at a time, stopping after a batch in
+    which a node failed), or up to `limit` of those due, to every node; see `sipsync.outbox`."""
     report = PushReport()
-    entries = outbox.claim(entry_ids, limit=limit)
-    if not entries:
-        return report
-    clients = [NodeClient(node) for node in outbox.node_urls()]
+    if entry_ids is None:
+        batches: list[list[int] | None] = [None]
+    else:
+        ids = list(entry_ids)
+        batches = [ids[start : start + limit] for start in range(0, len(ids), limit)]
+    clients: list[NodeClient] = []
     try:
-        for entry in entries:
-            _push_entry(entry, clients, report)
+        for batch in batches:
+            entries = outbox.claim(batch, limit=limit)
+            if entries and not clients:
+                clients = [NodeClient(node) for node in outbox.node_urls()]
+            try:
+                for entry in entries:
+                    _push_entry(entry, clients, report)
+            except BaseException:
+                # An error (the database busy or gone): give back what this run still holds, so
+                # the task's retry can take it at once instead of after the lease.
+                outbox.release(entries)
+                raise
+            if report.failed:  # a node is failing: the rest waits for the task's retry or the sweep
+                break
     finally:
         for client in clients:
             client.close()
@@ -370,7 +385,20 @@ def store_call_records(records: list[dict]) -> int:
             seen.add(row.record_id)
             rows.append(row)
     CallRecord.objects.bulk_create(rows, ignore_conflicts=True)
+    _rate_stored([row.record_id for row in rows])
     return len(rows)
+
+
+def _rate_stored(record_ids: list[str]) -> None:
+    """Hand the stored records to billing, which rates and debits each exactly once. A failure
+    here never loses a record: it stays unrated and billing's periodic sweep rates it."""
+    from billing.services import call_records_rate
+
+    ids = CallRecord.objects.filter(record_id__in=record_ids, rated=False).values_list("pk", flat=True)
+    try:
+        call_records_rate(list(ids))
+    except Exception:
+        logger.exception("sipsync: rating %d stored call records failed", len(record_ids))
 
 
 def _call_record(record: dict, customers: dict[str, int], owners: dict) -> CallRecord | None:
