@@ -6,10 +6,13 @@ HA1 digests are never displayed.
 """
 
 from django.contrib import admin, messages
+from django.db import transaction
 
 from accounts import services
 from accounts.models import CallerId, Customer, Membership, SipAccount, SipAccountCodec
+from portal import audit
 from portal.errors import ApplicationError
+from portal.models import AuditAction
 
 
 @admin.register(Customer)
@@ -97,13 +100,17 @@ class SipAccountAdmin(admin.ModelAdmin):
     @admin.action(description="Require a password change (phones get 403 until it is reset)")
     def require_password_change(self, request, queryset):
         for account in queryset:
-            services.sip_account_require_password_change(account=account)
+            with transaction.atomic():
+                services.sip_account_require_password_change(account=account)
+                audit.record(actor=request.user, action=AuditAction.PASSWORD_CHANGE_REQUIRED, obj=account)
         self.message_user(request, f"{queryset.count()} account(s) must now change their password.")
 
     @admin.action(description="Reset the password (the new one is shown once)")
     def reset_password(self, request, queryset):
         for account in queryset:
-            issued = services.sip_account_set_password(account=account)
+            with transaction.atomic():
+                issued = services.sip_account_set_password(account=account)
+                audit.record(actor=request.user, action=AuditAction.PASSWORD_RESET, obj=account)
             self.message_user(
                 request,
                 f"New password for {account.username}: {issued.password} (shown once; it is not stored).",
@@ -113,12 +120,16 @@ class SipAccountAdmin(admin.ModelAdmin):
     @admin.action(description="Disable (phones get 403)")
     def disable(self, request, queryset):
         for account in queryset:
-            services.sip_account_update(account=account, data={"enabled": False})
+            with transaction.atomic():
+                services.sip_account_update(account=account, data={"enabled": False})
+                audit.record(actor=request.user, action=AuditAction.ACCOUNT_DISABLED, obj=account)
 
     @admin.action(description="Enable")
     def enable(self, request, queryset):
         for account in queryset:
-            services.sip_account_update(account=account, data={"enabled": True})
+            with transaction.atomic():
+                services.sip_account_update(account=account, data={"enabled": True})
+                audit.record(actor=request.user, action=AuditAction.ACCOUNT_ENABLED, obj=account)
 
 
 @admin.register(CallerId)
@@ -147,13 +158,27 @@ class CallerIdAdmin(admin.ModelAdmin):
     @admin.action(description="Approve the selected caller IDs")
     def approve(self, request, queryset):
         for caller_id in queryset:
-            services.caller_id_approve(caller_id=caller_id, by=request.user)
+            with transaction.atomic():
+                services.caller_id_approve(caller_id=caller_id, by=request.user)
+                audit.record(
+                    actor=request.user,
+                    action=AuditAction.CALLER_ID_APPROVED,
+                    obj=caller_id,
+                    details={"number": caller_id.number},
+                )
         self.message_user(request, f"Approved {queryset.count()} caller ID(s).")
 
     @admin.action(description="Reject the selected caller IDs")
     def reject(self, request, queryset):
         for caller_id in queryset:
             try:
-                services.caller_id_reject(caller_id=caller_id, by=request.user)
+                with transaction.atomic():
+                    services.caller_id_reject(caller_id=caller_id, by=request.user)
+                    audit.record(
+                        actor=request.user,
+                        action=AuditAction.CALLER_ID_REJECTED,
+                        obj=caller_id,
+                        details={"number": caller_id.number},
+                    )
             except ApplicationError as error:
                 self.message_user(request, error.message, messages.ERROR)

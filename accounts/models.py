@@ -198,3 +198,51 @@ class SipAccountCodec(models.Model):
 
     def __str__(self) -> str:
         return f"{self.codec}#{self.position}"
+
+
+class ApiKey(models.Model):
+    """A named key for the REST API, acting for one customer or (without one) for the provider's staff.
+
+    Only a SHA-256 digest of the key is stored; `prefix` is the key's visible start, used to find
+    the row. The plaintext is shown once when the key is created (`accounts.api_keys`).
+    """
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="api_keys"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="api_keys",
+        help_text="the user the key acts as (required for staff keys)",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(customer__isnull=False) | Q(user__isnull=False),
+                name="api_key_customer_or_staff_user",
+            ),
+            models.CheckConstraint(condition=Q(key_hash__regex=r"^[0-9a-f]{64}$"), name="api_key_hash_hex"),
+            models.CheckConstraint(condition=Q(name__gt=""), name="api_key_named"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_staff(self) -> bool:
+        return self.customer_id is None
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -90,6 +90,11 @@ class CallRecord(models.Model):
     disposition = models.CharField(max_length=16, choices=CallDisposition.choices)
     final_code = models.PositiveSmallIntegerField()
     cause = models.CharField(max_length=64, blank=True)
+    call_class = models.CharField(
+        max_length=16, blank=True, help_text="the SIP service's class of the destination (internal, ...)"
+    )
+    billed_seconds = models.PositiveIntegerField(null=True, blank=True)
+    rated_at = models.DateTimeField(null=True, blank=True)
     rate = models.ForeignKey(Rate, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     cost = models.DecimalField(null=True, blank=True, **MONEY)
     rated = models.BooleanField(default=False)
@@ -98,7 +103,10 @@ class CallRecord(models.Model):
 
     class Meta:
         ordering = ["-invited_at"]
-        indexes = [models.Index(fields=["customer", "-invited_at"], name="call_customer_recent")]
+        indexes = [
+            models.Index(fields=["customer", "-invited_at"], name="call_customer_recent"),
+            models.Index(fields=["rated", "received_at"], name="call_rated_received"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(final_code__gte=100, final_code__lte=699), name="call_code_range"
@@ -173,3 +181,40 @@ class CreditLoad(LedgerEntry):
 
     class Meta:
         proxy = True
+
+
+class BillingProfile(models.Model):
+    """A customer's billing settings: the low-balance warning and an optional daily spend cap.
+
+    Kept here rather than on `accounts.Customer` so that billing owns its own columns. A customer
+    without a row has no threshold and no cap (`billing.services.billing_profile_for` creates it).
+    """
+
+    customer = models.OneToOneField(
+        "accounts.Customer", on_delete=models.CASCADE, related_name="billing_profile"
+    )
+    low_balance_threshold = models.DecimalField(
+        null=True, blank=True, help_text="warn when the balance falls below this (empty: never)", **MONEY
+    )
+    low_balance_notified = models.BooleanField(
+        default=False, help_text="the warning was sent and the balance is still below the threshold"
+    )
+    low_balance_notified_at = models.DateTimeField(null=True, blank=True)
+    daily_spend_cap = models.DecimalField(
+        null=True,
+        blank=True,
+        help_text="most the customer may spend on calls per day (empty: no cap)",
+        **MONEY,
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(daily_spend_cap__isnull=True) | Q(daily_spend_cap__gt=0),
+                name="billing_profile_cap_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Billing profile of {self.customer_id}"

@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "portal",
     "accounts",
     "billing",
@@ -165,6 +167,7 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    "billing-rate-pending": {"task": "billing.rate_pending", "schedule": 300.0, "options": {"expires": 240}},
 }
 # The default queue, which every worker command (runall, docker-compose) consumes.
 CELERY_TASK_ROUTES = {"sipsync.*": {"queue": "celery"}}
@@ -181,9 +184,44 @@ SIP_NODES = env.list("SIP_NODES", default=["http://127.0.0.1:5080"])
 SIP_CONTROL_SECRET = env.str("SIP_CONTROL_SECRET", default="") or local_secret(VAR_DIR / "sip_control_secret")
 
 # --- REST framework -------------------------------------------------------------------------
+# The API (/api/v1/): API keys (Bearer) or the browser's session (with CSRF); one error shape;
+# limit/offset pages; a request budget per key (429 with Retry-After). See portal/api.py.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.api.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.api.IsTenant"],
+    "DEFAULT_THROTTLE_CLASSES": ["portal.api.PerKeyThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api": env.str("API_THROTTLE_RATE", default="1200/min")},
+    "DEFAULT_PAGINATION_CLASS": "portal.api.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "portal.api.ApiAutoSchema",
+    "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Ninja PBX API",
+    "DESCRIPTION": (
+        "Customers, SIP accounts, caller IDs, credit and diagnostics. Authenticate with an API key "
+        "(`Authorization: Bearer <key>`) or the portal's session. Errors are always "
+        '`{"error": {"code", "message", "fields"}}`. Lists take `limit` (default 50, at most 500) '
+        "and `offset`. Updates accept `If-Match` with the ETag of a read (412 if it changed)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The UIs come from drf-spectacular-sidecar's static files: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.api.add_error_responses",
+    ],
 }
 
 LOGGING = {

@@ -1,0 +1,194 @@
+"""REST API for what the SIP service nodes know: live registrations, provisioning status and the
+rejection events collected from them (diagnostics). Read-only; every read is tenant-scoped.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import selectors as account_selectors
+from portal.api import MAX_ID, Pagination, ordered, ordering_choices, paginated, query, request_tenant
+from sipsync import selectors
+from sipsync.client import NodeClient, NodeError
+from sipsync.models import ProvisioningState
+from sipsync.outbox import node_urls
+
+# A registration lookup is interactive: a node that does not answer quickly is reported as down.
+NODE_TIMEOUT = httpx.Timeout(3.0, connect=1.0)
+
+
+def node_client(url: str) -> NodeClient:
+    """The client for one node (tests replace this to serve canned answers)."""
+    return NodeClient(url, timeout=NODE_TIMEOUT)
+
+
+# --- registrations --------------------------------------------------------------------------
+
+
+class BindingOutput(serializers.Serializer):
+    """One registered contact, as the node reports it."""
+
+    aor = serializers.CharField(required=False)
+    contact = serializers.CharField(required=False)
+    expires_in = serializers.IntegerField(required=False, allow_null=True)
+    expires_at = serializers.CharField(required=False, allow_null=True)
+    q = serializers.FloatField(required=False, allow_null=True)
+    source_ip = serializers.CharField(required=False, allow_null=True)
+    source_port = serializers.IntegerField(required=False, allow_null=True)
+    transport = serializers.CharField(required=False, allow_null=True)
+    user_agent = serializers.CharField(required=False, allow_null=True)
+    instance_id = serializers.CharField(required=False, allow_null=True)
+    registered_at = serializers.CharField(required=False, allow_null=True)
+
+
+class NodeRegistrationsOutput(serializers.Serializer):
+    node = serializers.CharField(help_text="the node's control URL")
+    ok = serializers.BooleanField(help_text="false when the node could not be asked")
+    error = serializers.CharField(allow_blank=True, help_text="why the node could not be asked")
+    registrations = BindingOutput(many=True)
+
+
+class RegistrationsOutput(serializers.Serializer):
+    account = serializers.IntegerField()
+    aor = serializers.CharField()
+    nodes = NodeRegistrationsOutput(many=True)
+
+
+def _ask(url: str, aor: str) -> dict:
+    try:
+        with node_client(url) as node:
+            bindings = node.registrations(aor)
+    except NodeError as exc:
+        return {"node": url, "ok": False, "error": str(exc), "registrations": []}
+    return {"node": url, "ok": True, "error": "", "registrations": bindings}
+
+
+class SipAccountRegistrationsApi(APIView):
+    """The account's live registrations, asked of every SIP node now; a node that is down is
+    listed with `ok: false` and the reason, and the others still answer."""
+
+    @extend_schema(operation_id="sip_accounts_registrations", responses=RegistrationsOutput)
+    def get(self, request, account_id: int):
+        account = account_selectors.sip_account_get(tenant=request_tenant(request), account_id=account_id)
+        aor = f"{account.username}@{account.realm}"
+        urls = node_urls()
+        if len(urls) > 1:
+            with ThreadPoolExecutor(max_workers=min(len(urls), 8)) as pool:
+                nodes = list(pool.map(lambda url: _ask(url, aor), urls))
+        else:
+            nodes = [_ask(url, aor) for url in urls]
+        return Response(RegistrationsOutput({"account": account.pk, "aor": aor, "nodes": nodes}).data)
+
+
+# --- provisioning ---------------------------------------------------------------------------
+
+
+class NodeProvisioningOutput(serializers.Serializer):
+    node = serializers.CharField()
+    state = serializers.ChoiceField(choices=ProvisioningState.choices)
+    applied_version = serializers.IntegerField(allow_null=True)
+    current_version = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+class SipAccountProvisioningApi(APIView):
+    """Whether each SIP node holds the account's current settings."""
+
+    @extend_schema(operation_id="sip_accounts_provisioning", responses=NodeProvisioningOutput(many=True))
+    def get(self, request, account_id: int):
+        statuses = selectors.account_provisioning(tenant=request_tenant(request), account_id=account_id)
+        return Response(NodeProvisioningOutput(statuses, many=True).data)
+
+
+class ProvisioningStatusOutput(serializers.Serializer):
+    account = serializers.IntegerField(source="account_id")
+    customer = serializers.IntegerField(source="account.customer_id")
+    extension = serializers.CharField(source="account.extension")
+    node = serializers.CharField()
+    state = serializers.ChoiceField(choices=ProvisioningState.choices)
+    applied_version = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    updated_at = serializers.DateTimeField()
+
+
+class ProvisioningStatusListApi(APIView):
+    """Per-node provisioning of the tenant's accounts, e.g. `?state=failing` for what is stuck."""
+
+    pagination_class = Pagination
+
+    class Filter(serializers.Serializer):
+        state = serializers.ChoiceField(choices=ProvisioningState.choices, required=False)
+        account = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+
+    @extend_schema(
+        operation_id="provisioning_list", parameters=[Filter], responses=ProvisioningStatusOutput(many=True)
+    )
+    def get(self, request):
+        params = query(self.Filter, request)
+        statuses = selectors.provisioning_status_list(
+            tenant=request_tenant(request), state=params.get("state")
+        )
+        if params.get("account"):
+            statuses = statuses.filter(account_id=params["account"])
+        return paginated(self, request, statuses, ProvisioningStatusOutput)
+
+
+# --- rejection events -----------------------------------------------------------------------
+
+
+class SipEventOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    node = serializers.CharField()
+    node_name = serializers.CharField()
+    kind = serializers.CharField()
+    time = serializers.DateTimeField(allow_null=True)
+    method = serializers.CharField()
+    code = serializers.IntegerField(allow_null=True)
+    reason_phrase = serializers.CharField()
+    cause = serializers.CharField()
+    aor = serializers.CharField()
+    account = serializers.IntegerField(source="account_id", allow_null=True)
+    customer = serializers.IntegerField(source="customer_id", allow_null=True)
+    source_ip = serializers.CharField()
+    source_port = serializers.IntegerField(allow_null=True)
+    user_agent = serializers.CharField()
+    call_id = serializers.CharField()
+
+
+EVENT_ORDERING = {"time": ("time", "id")}
+
+
+class RejectionEventListApi(APIView):
+    """Requests the SIP nodes refused (401/403/...), newest first: why a phone fails to register."""
+
+    pagination_class = Pagination
+
+    class Filter(serializers.Serializer):
+        account = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+        code = serializers.IntegerField(required=False, min_value=100, max_value=699)
+        cause = serializers.CharField(required=False, max_length=64)
+        since = serializers.DateTimeField(required=False)
+        until = serializers.DateTimeField(required=False)
+        ordering = serializers.ChoiceField(choices=ordering_choices(EVENT_ORDERING), required=False)
+
+    @extend_schema(
+        operation_id="rejection_events_list", parameters=[Filter], responses=SipEventOutput(many=True)
+    )
+    def get(self, request):
+        params = query(self.Filter, request)
+        events = selectors.sip_event_list(tenant=request_tenant(request), account_id=params.get("account"))
+        if params.get("code"):
+            events = events.filter(code=params["code"])
+        if params.get("cause"):
+            events = events.filter(cause=params["cause"])
+        if params.get("since"):
+            events = events.filter(time__gte=params["since"])
+        if params.get("until"):
+            events = events.filter(time__lt=params["until"])
+        events = ordered(events, params.get("ordering"), EVENT_ORDERING, "-time")
+        return paginated(self, request, events, SipEventOutput)
