@@ -132,6 +132,10 @@ def sip_account_create(
     _validate_limit("max_concurrent_calls", max_concurrent_calls, 1, 100)
     codec_list = _validated_codecs(codecs)
     realm = settings.SIP_REALM
+    if SipAccount.objects.filter(customer=customer, extension=extension).exists():
+        # Named before the insert: a default username repeats the extension, so the database
+        # would report whichever unique constraint it checks first (PostgreSQL: the username).
+        raise _integrity_error(IntegrityError("sip_extension_unique_per_customer"))
     ha1 = credentials.ha1_pair(username, realm, password)
     try:
         with transaction.atomic():

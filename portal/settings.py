@@ -75,9 +75,16 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the web process and the Celery worker read while the other writes.
+    # WAL lets the web process and the Celery worker read while the other writes. IMMEDIATE
+    # transactions take the write lock when they begin, so two processes writing at once wait
+    # for each other (the timeout) instead of one failing with "database is locked" when its
+    # read lock cannot be upgraded.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", "timeout": 20}
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+        }
     )
     # Tests use a file, not memory, so that a Celery worker process can share the test
     # database (the end-to-end sync test); one file per test process.

@@ -123,20 +123,30 @@ class Transports:
         self.tcp_connections: dict[Address, TcpConnection] = {}
 
     async def listen(self, host: str, port: int) -> tuple[Address, Address]:
+        """UDP and TCP on the same port. Port 0 asks the kernel for a free UDP port, which may be
+        taken for TCP; then another is tried."""
         loop = asyncio.get_running_loop()
-        _, udp = await loop.create_datagram_endpoint(
-            lambda: UdpEndpoint(self._handler), local_addr=(host, port)
-        )
-        self.udp.append(udp)
-        bound_port = udp.local[1]
-        server = await loop.create_server(
-            lambda: TcpConnection(self._handler, self.tcp_connections, self._max_message),
-            host=host,
-            port=bound_port,
-            reuse_address=True,
-        )
-        self.tcp_servers.append(server)
-        return udp.local, server.sockets[0].getsockname()[:2]
+        attempts = 20 if port == 0 else 1
+        for attempt in range(attempts):
+            _, udp = await loop.create_datagram_endpoint(
+                lambda: UdpEndpoint(self._handler), local_addr=(host, port)
+            )
+            try:
+                server = await loop.create_server(
+                    lambda: TcpConnection(self._handler, self.tcp_connections, self._max_message),
+                    host=host,
+                    port=udp.local[1],
+                    reuse_address=True,
+                )
+            except OSError:
+                udp._transport.close()
+                if attempt + 1 == attempts:
+                    raise
+                continue
+            self.udp.append(udp)
+            self.tcp_servers.append(server)
+            return udp.local, server.sockets[0].getsockname()[:2]
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         for endpoint in self.udp:
