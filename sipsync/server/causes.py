@@ -132,6 +132,21 @@ def warning_values(reply: Reply, host: str) -> list[str]:
     return values
 
 
+def record_rejection(events, request, reply: Reply, source: tuple[str, int]) -> None:
+    """Spool the event for a rejection ``reply`` sent to ``request`` from ``source``."""
+    events.rejection(
+        method=request.method,
+        code=reply.status,
+        cause=str(reply.cause),
+        reason_phrase=reply.reason or "",
+        account=reply.account,
+        source=source,
+        user_agent=request.headers.get("User-Agent"),
+        call_id=request.headers.get("Call-ID"),
+        detail=reply.detail,
+    )
+
+
 def reject(
     cause: Cause,
     *,

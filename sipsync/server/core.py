@@ -13,12 +13,12 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sipsync.server.causes import Cause, Reply, reject, warning_values
+from sipsync.server.causes import Cause, Reply, record_rejection, reject, warning_values
 from sipsync.server.config import ServiceConfig
 from sipsync.server.events import EventRecorder
 from sipsync.server.registrar import Registrar
 from sipsync.server.store import LocalStore
-from sipsync.server.transport import Address, Endpoint
+from sipsync.server.transport import Address, Endpoint, response_address
 from sipsync.sip.errors import SipParseError
 from sipsync.sip.headers import Via
 from sipsync.sip.message import Request, Response, render_response
@@ -153,7 +153,7 @@ class SipService:
             )
         except SipParseError:
             return  # From/To too broken to answer (a 400 needs them)
-        endpoint.send(data, _response_address(via, source, endpoint))
+        endpoint.send(data, response_address(via, source, endpoint))
 
     def _answer_unparseable(
         self, data: bytes, error: SipParseError, source: Address, endpoint: Endpoint
@@ -177,20 +177,10 @@ class SipService:
             via = Via.parse(response.headers.get_first_value("Via") or "")
         except SipParseError:
             return
-        endpoint.send(response.to_bytes(), _response_address(via, source, endpoint))
+        endpoint.send(response.to_bytes(), response_address(via, source, endpoint))
 
     def _record_rejection(self, request: Request, reply: Reply, source: Address) -> None:
-        self._events.rejection(
-            method=request.method,
-            code=reply.status,
-            cause=str(reply.cause),
-            reason_phrase=reply.reason or "",
-            account=reply.account,
-            source=source,
-            user_agent=request.headers.get("User-Agent"),
-            call_id=request.headers.get("Call-ID"),
-            detail=reply.detail,
-        )
+        record_rejection(self._events, request, reply, source)
         if not self._flush_scheduled and self._store.pending > 1000:
             self._schedule_flush()
 
@@ -212,10 +202,3 @@ def _received_via(via: Via, source: Address) -> str | None:
     if via.has_rport:
         stamped.params["rport"] = str(source[1])
     return str(stamped)
-
-
-def _response_address(via: Via, source: Address, endpoint: Endpoint) -> Address:
-    """Where a response goes (RFC 3261 18.2.2, RFC 3581): the source for streams and rport."""
-    if endpoint.reliable or via.has_rport:
-        return source
-    return source[0], via.port or 5060

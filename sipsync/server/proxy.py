@@ -82,8 +82,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sipsync.server.causes import Cause, Reply, reject, warning_values
+from sipsync.server.causes import Cause, Reply, record_rejection, reject, warning_values
 from sipsync.server.policy import Customers, Policy, Verdict
+from sipsync.server.transport import response_address
 from sipsync.sip.errors import SipParseError
 from sipsync.sip.message import Headers, Request, Response, make_response
 from sipsync.sip.timers import TimerConfig
@@ -241,7 +242,7 @@ class Proxy:
     def on_request(self, request: Request, source: Address, endpoint: Endpoint) -> None:
         via = request.via
         _stamp_via(request, via, source)
-        hop = Hop(_response_address(via, source, endpoint), endpoint, source)
+        hop = Hop(response_address(via, source, endpoint), endpoint, source)
         actions = self.layer.receive_request(request, hop, reliable=endpoint.reliable, now=self._now())
         self._execute(actions)
 
@@ -849,18 +850,7 @@ class Proxy:
     def _reject(self, txn: ServerTransaction, reply: Reply) -> None:
         request = txn.request
         if reply.cause is not None:
-            source = txn.destination.source or txn.destination.address
-            self._events.rejection(
-                method=request.method,
-                code=reply.status,
-                cause=str(reply.cause),
-                reason_phrase=reply.reason or "",
-                account=reply.account,
-                source=source,
-                user_agent=request.headers.get("User-Agent"),
-                call_id=request.headers.get("Call-ID"),
-                detail=reply.detail,
-            )
+            record_rejection(self._events, request, reply, txn.destination.source or txn.destination.address)
         headers = [
             *reply.headers,
             *(("Warning", value) for value in warning_values(reply, self._config.realm)),
@@ -971,12 +961,6 @@ def _stamp_via(request: Request, via: Via, source: Address) -> None:
     first = headers.remove_first("Via")
     assert first is not None
     headers.insert_first("Via", str(stamped))
-
-
-def _response_address(via: Via, source: Address, endpoint: Endpoint) -> Address:
-    if endpoint.reliable or via.has_rport:
-        return source
-    return source[0], via.port or 5060
 
 
 def _contact_text(message: Request | Response) -> str | None:

@@ -112,6 +112,14 @@ class TcpConnection(asyncio.Protocol):
             self._transport.close()
 
 
+def response_address(via, source: Address, endpoint: Endpoint) -> Address:
+    """Where a response to a request with top Via ``via`` goes (RFC 3261 18.2.2, RFC 3581): back
+    over the stream it came on, to its source when rport asks for it, else to the Via's port."""
+    if endpoint.reliable or via.has_rport:
+        return source
+    return source[0], via.port or 5060
+
+
 class Transports:
     """Every listening socket of a node, and its open TCP connections."""
 
