@@ -20,6 +20,7 @@ from portal.api import (
     IsStaffTenant,
     Pagination,
     acting_user,
+    filtered,
     ordered,
     ordering_choices,
     paginated,
@@ -103,13 +104,11 @@ class CustomerLedgerApi(APIView):
         params = query(self.Filter, request)
         tenant = request_tenant(request)
         customer = account_selectors.customer_get(tenant=tenant, customer_id=customer_id)
-        entries = selectors.ledger_list(tenant=tenant).filter(customer=customer)
-        if params.get("kind"):
-            entries = entries.filter(kind=params["kind"])
-        if params.get("since"):
-            entries = entries.filter(created_at__gte=params["since"])
-        if params.get("until"):
-            entries = entries.filter(created_at__lt=params["until"])
+        entries = filtered(
+            selectors.ledger_list(tenant=tenant).filter(customer=customer),
+            params,
+            {"kind": "kind", "since": "created_at__gte", "until": "created_at__lt"},
+        )
         entries = ordered(entries, params.get("ordering"), LEDGER_ORDERING, "-created_at")
         return paginated(self, request, entries, LedgerEntryOutput)
 
@@ -327,16 +326,16 @@ class CallRecordListApi(APIView):
     )
     def get(self, request):
         params = query(self.Filter, request)
-        records = _call_record_list(tenant=request_tenant(request))
-        if params.get("account"):
-            records = records.filter(sip_account_id=params["account"])
-        if params.get("customer"):
-            records = records.filter(customer_id=params["customer"])
-        if params.get("since"):
-            records = records.filter(invited_at__gte=params["since"])
-        if params.get("until"):
-            records = records.filter(invited_at__lt=params["until"])
-        if params.get("disposition"):
-            records = records.filter(disposition=params["disposition"])
+        records = filtered(
+            _call_record_list(tenant=request_tenant(request)),
+            params,
+            {
+                "account": "sip_account_id",
+                "customer": "customer_id",
+                "since": "invited_at__gte",
+                "until": "invited_at__lt",
+                "disposition": "disposition",
+            },
+        )
         records = ordered(records, params.get("ordering"), CALL_ORDERING, "-invited_at")
         return paginated(self, request, records, CallRecordOutput)

@@ -396,6 +396,16 @@ def paginated(view, request, queryset, serializer_class, *, context: dict | None
     return paginator.get_paginated_response(serializer_class(page, many=True, context=context or {}).data)
 
 
+def filtered(queryset, params: dict, lookups: dict[str, str]):
+    """Narrow ``queryset`` by each query parameter that was given, through its lookup
+    (``{"since": "created_at__gte"}``); parameters left out or empty change nothing."""
+    for param, lookup in lookups.items():
+        value = params.get(param)
+        if value:
+            queryset = queryset.filter(**{lookup: value})
+    return queryset
+
+
 def ordered(queryset, ordering: str | None, allowed: dict[str, tuple[str, ...]], default: str):
     """Order by one of the documented `ordering` values (a leading '-' reverses)."""
     name = ordering or default

@@ -11,7 +11,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors as account_selectors
-from portal.api import MAX_ID, Pagination, ordered, ordering_choices, paginated, query, request_tenant
+from portal.api import (
+    MAX_ID,
+    Pagination,
+    filtered,
+    ordered,
+    ordering_choices,
+    paginated,
+    query,
+    request_tenant,
+)
 from sipsync import selectors
 from sipsync.client import NodeClient, NodeError
 from sipsync.models import ProvisioningState
@@ -181,14 +190,10 @@ class RejectionEventListApi(APIView):
     )
     def get(self, request):
         params = query(self.Filter, request)
-        events = selectors.sip_event_list(tenant=request_tenant(request), account_id=params.get("account"))
-        if params.get("code"):
-            events = events.filter(code=params["code"])
-        if params.get("cause"):
-            events = events.filter(cause=params["cause"])
-        if params.get("since"):
-            events = events.filter(time__gte=params["since"])
-        if params.get("until"):
-            events = events.filter(time__lt=params["until"])
+        events = filtered(
+            selectors.sip_event_list(tenant=request_tenant(request), account_id=params.get("account")),
+            params,
+            {"code": "code", "cause": "cause", "since": "time__gte", "until": "time__lt"},
+        )
         events = ordered(events, params.get("ordering"), EVENT_ORDERING, "-time")
         return paginated(self, request, events, SipEventOutput)
