@@ -5,11 +5,12 @@ SIP passwords are reset by a service that shows the new one once, caller IDs are
 HA1 digests are never displayed.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 
-from accounts import services
-from accounts.models import CallerId, Customer, Membership, SipAccount, SipAccountCodec
+from accounts import api_keys, services
+from accounts.models import ApiKey, CallerId, Customer, Membership, SipAccount, SipAccountCodec
 from portal import audit
 from portal.errors import ApplicationError
 from portal.models import AuditAction
@@ -182,3 +183,62 @@ class CallerIdAdmin(admin.ModelAdmin):
                     )
             except ApplicationError as error:
                 self.message_user(request, error.message, messages.ERROR)
+
+
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("name", "customer")
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("name", "").strip():
+            raise forms.ValidationError("Give the key a name, e.g. the integration that will use it.")
+        return cleaned
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are made through `api_key_create`: the plaintext is shown once, only its hash is kept.
+    Without a customer the key acts as the staff member who creates it."""
+
+    form = ApiKeyForm
+    list_display = ("name", "prefix", "customer", "user", "created_at", "last_used_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("name", "prefix", "customer__name", "customer__account_number")
+    list_select_related = ("customer", "user")
+    autocomplete_fields = ("customer",)
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("name", "customer", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "customer")
+        return self.get_readonly_fields(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        customer = form.cleaned_data.get("customer")
+        issued = api_keys.api_key_create(
+            name=form.cleaned_data["name"], customer=customer, user=None if customer else request.user
+        )
+        obj.pk = issued.key.pk
+        self.message_user(
+            request,
+            f"API key {issued.key.name}: {issued.plaintext} (shown once; only its hash is stored).",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        for key in queryset:
+            api_keys.api_key_revoke(key=key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
