@@ -149,9 +149,15 @@ EXPLANATIONS: dict[Cause, Explanation] = {
     ),
     Cause.INSUFFICIENT_FUNDS: Explanation(
         "Not enough credit",
-        "Your balance (less what calls in progress hold) does not cover this call, or today's "
-        "spending cap is reached.",
+        "Your balance (less what calls in progress hold) does not cover this call.",
         "Load credit, then call again. Your balance is on the dashboard.",
+    ),
+    Cause.DAILY_SPEND_CAP: Explanation(
+        "Daily spending limit reached",
+        "Calls that cost money are paused for the rest of the day: today's calls have used the daily "
+        "limit set on your account ({cap} {currency}).",
+        "Calls to extensions still work. Ask your provider to raise the daily limit if you need to "
+        "keep calling out today.",
     ),
     Cause.CODEC_MISMATCH: Explanation(
         "No common audio codec",

@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.choices import DEFAULT_CODECS, CallerIdStatus, CustomerStatus
 from accounts.models import CallerId, Customer, SipAccount, SipAccountCodec
 from billing.models import Rate, RatePlan
-from billing.selectors import customer_balance
+from billing.selectors import customer_balance, customer_document_billing
 from sipsync.models import DocumentKind, DocumentVersion
 
 
@@ -73,6 +73,7 @@ def customer_document(customer: Customer, *, version: int, balance: Decimal | No
         "country_code": customer.country_code,
         "national_prefix": customer.national_prefix,
         "rate_plan": plan.name if plan is not None else None,
+        **customer_document_billing(customer=customer),
     }
 
 

@@ -35,6 +35,7 @@ class Cause(StrEnum):
     NO_RATE = "no_rate"
     INVALID_CALLER_ID = "invalid_caller_id"
     INSUFFICIENT_FUNDS = "insufficient_funds"
+    DAILY_SPEND_CAP = "daily_spend_cap"
     CODEC_MISMATCH = "codec_mismatch"
     CALLEE_BUSY = "callee_busy"
     CALLEE_FORWARDED = "callee_forwarded"
@@ -80,6 +81,7 @@ REJECTIONS: dict[Cause, tuple[int, str]] = {
     Cause.NO_RATE: (404, "Not Found - No rate for the destination"),
     Cause.INVALID_CALLER_ID: (503, "Service Unavailable - Invalid caller ID"),
     Cause.INSUFFICIENT_FUNDS: (503, "Service Unavailable - Insufficient funds"),
+    Cause.DAILY_SPEND_CAP: (503, "Service Unavailable - Daily spend limit reached"),
     Cause.CODEC_MISMATCH: (488, "Not Acceptable Here"),
     Cause.CALLEE_FORWARDED: (302, "Moved Temporarily"),
     Cause.CALLEE_DND: (603, "Decline"),

@@ -50,6 +50,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -240,10 +241,42 @@ class Policy:
                 "available": str(available),
                 "currency": customer.get("currency"),
             }
+        cap_left = self._daily_cap_left(account, customer)
+        if cap_left is not None:
+            if cap_left < needed:
+                return Cause.DAILY_SPEND_CAP, {
+                    "number": number,
+                    "needed": str(needed),
+                    "cap": customer.get("daily_spend_cap"),
+                    "currency": customer.get("currency"),
+                }
+            available = min(available, cap_left)
         verdict.rate = rate
         verdict.max_duration = max_seconds(rate, available, self._max_call_duration)
         verdict.reserve = max(needed, rate_cost(rate, verdict.max_duration)[1])
         return None
+
+    def _daily_cap_left(self, account: Account, customer: dict[str, Any]) -> Decimal | None:
+        """What the customer's daily spend cap still allows (None: no cap). The portal pushes what
+        was spent today with every balance; this node adds its own spend since that push and what
+        calls in progress hold. After the day the push describes has ended, its spend no longer
+        counts."""
+        try:
+            cap = Decimal(customer["daily_spend_cap"]) if customer.get("daily_spend_cap") else None
+            spent = Decimal(customer.get("spent_today") or "0")
+            day_ends = datetime.fromisoformat(customer["spend_day_ends"]).timestamp()
+        except (InvalidOperation, KeyError, TypeError, ValueError):
+            return None if not customer.get("daily_spend_cap") else ZERO
+        if cap is None:
+            return None
+        if self._clock() >= day_ends:
+            spent = ZERO
+        return (
+            cap
+            - spent
+            - self._calls.reservations.held(account.customer)
+            - self._calls.unsettled(account.customer)
+        )
 
     def forward_contact(self, target: str, customer: dict[str, Any] | None) -> str:
         """The 302 Contact for a forward-all target: an extension in the realm, or sip:+E164@realm."""

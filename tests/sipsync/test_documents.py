@@ -109,8 +109,19 @@ def test_customer_document_carries_the_balance_and_is_what_the_node_accepts():
         "country_code": "27",
         "national_prefix": "0",
         "rate_plan": plan.name,
+        "daily_spend_cap": None,
+        "spent_today": "0.0000",
+        "spend_day_ends": doc["spend_day_ends"],
     }
     assert validate_customer(doc)[:2] == ("C1234567", doc["version"])
+
+
+def test_customer_document_carries_the_daily_cap_and_todays_spend():
+    customer = CustomerFactory()
+    billing_services.billing_profile_update(customer=customer, by=StaffFactory(), daily_spend_cap="25.00")
+    doc = documents.build_document(DocumentKind.CUSTOMER, customer.pk)
+    assert (doc["daily_spend_cap"], doc["spent_today"]) == ("25.0000", "0.0000")
+    assert validate_customer(doc)[:2] == (customer.account_number, doc["version"])
 
 
 def test_rate_plan_document_leaves_expired_rates_out_and_is_what_the_node_accepts():

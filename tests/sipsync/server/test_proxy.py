@@ -525,6 +525,27 @@ def test_insufficient_funds_is_503(world):
     assert event["detail"]["needed"] == "0.7000"
 
 
+def test_a_reached_daily_spend_cap_is_503(world):
+    tomorrow = "2100-01-01T00:00:00+00:00"
+    capped = {**CUSTOMER, "daily_spend_cap": "5.0000", "spent_today": "4.5000", "spend_day_ends": tomorrow}
+    node, alice, _, _, _ = world(customer=capped)
+    response, event = refused(node, alice, "0115550123")
+    assert_refusal(response, event, 503, "Service Unavailable - Daily spend limit reached", "daily_spend_cap")
+    assert event["detail"]["cap"] == "5.0000"
+
+
+def test_the_daily_cap_leaves_calls_that_fit_and_a_new_day_starts_afresh(world):
+    capped = {**CUSTOMER, "daily_spend_cap": "5.0000", "spent_today": "4.0000"}
+    node, alice, _, trunk, _ = world(customer={**capped, "spend_day_ends": "2100-01-01T00:00:00+00:00"})
+    alice.call("0115550123")  # 0.70 needed, 1.00 left today
+    assert only(trunk.inbox(), "INVITE")
+    node, alice, _, trunk, _ = world(
+        customer={**capped, "spent_today": "5.0000", "spend_day_ends": "2000-01-01T00:00:00+00:00"}
+    )
+    alice.call("0115550123")  # yesterday's spend no longer counts
+    assert only(trunk.inbox(), "INVITE")
+
+
 def test_reservations_stop_concurrent_calls_from_overspending(world):
     node, alice, _, trunk, _ = world(customer={**CUSTOMER, "balance": "1.0000"}, alice={"max_calls": 5})
     alice.call("0115550123")
