@@ -6,6 +6,7 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -15,7 +16,9 @@ from django.utils.html import format_html
 from billing import services
 from billing.models import BillingProfile, CallRecord, CreditLoad, LedgerEntry, Rate, RatePlan
 from billing.rates_csv import COLUMNS
+from portal import audit
 from portal.errors import ApplicationError
+from portal.models import AuditAction
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -80,15 +83,29 @@ class CreditLoadAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
+        key = data["submission_key"]
         try:
-            entry = services.credit_load(
-                customer=data["customer"],
-                amount=data["amount"],
-                by=request.user,
-                idempotency_key=data["submission_key"],
-                reference=data.get("reference", ""),
-                note=data.get("note", ""),
-            )
+            with transaction.atomic():
+                replayed = LedgerEntry.objects.filter(idempotency_key=key).exists()
+                entry = services.credit_load(
+                    customer=data["customer"],
+                    amount=data["amount"],
+                    by=request.user,
+                    idempotency_key=key,
+                    reference=data.get("reference", ""),
+                    note=data.get("note", ""),
+                )
+                if not replayed:
+                    audit.record(
+                        actor=request.user,
+                        action=AuditAction.CREDIT_LOADED,
+                        obj=entry.customer,
+                        details={
+                            "amount": str(entry.amount),
+                            "currency": entry.currency,
+                            "reference": entry.reference,
+                        },
+                    )
         except ApplicationError as error:
             messages.error(request, error.message)
             return

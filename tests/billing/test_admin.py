@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from billing.models import LedgerEntry
 from billing.selectors import customer_balance
+from portal.models import AuditAction, AuditLogEntry
 from tests.factories import CustomerFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +36,8 @@ def test_a_credit_load_form_submitted_twice_loads_once(staff_client):
         assert response.status_code == 302, response.context["adminform"].form.errors
     assert LedgerEntry.objects.count() == 1
     assert customer_balance(customer=customer) == Decimal("150.00")
+    [logged] = AuditLogEntry.objects.filter(action=AuditAction.CREDIT_LOADED)
+    assert logged.customer_id == customer.pk and Decimal(logged.details["amount"]) == Decimal("150.00")
 
 
 def test_the_credit_load_form_refuses_bad_amounts(staff_client):
