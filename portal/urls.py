@@ -37,3 +37,5 @@ urlpatterns = [
     path("api/", include("portal.api_urls")),
     path("billing/", include("billing.urls")),
 ]
+
+handler500 = "portal.views.server_error"

@@ -16,6 +16,7 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
+from django.views.defaults import server_error as django_server_error
 
 from accounts import selectors as account_selectors
 from accounts import services as account_services
@@ -440,3 +441,19 @@ def password_reset_urls():
         "password_reset_confirm": auth_views.PasswordResetConfirmView.as_view(),
         "password_reset_complete": auth_views.PasswordResetCompleteView.as_view(),
     }
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """An unexpected failure: the API answers in its one error shape, pages with Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {
+                "error": {
+                    "code": "server_error",
+                    "message": "The server failed to handle this request; the failure has been logged.",
+                    "fields": {},
+                }
+            },
+            status=500,
+        )
+    return django_server_error(request)
