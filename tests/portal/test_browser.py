@@ -78,12 +78,28 @@ def _sign_in(driver, live_server, username):
 
 def _submit(driver, selector="main form button[type=submit]"):
     """Click a submit button and wait for the next page to replace this one."""
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(_by("TAG_NAME"), "html")
     driver.find_element(_by("CSS_SELECTOR"), selector).click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 10).until(lambda _: _replaced(old))
+
+
+def _replaced(element) -> bool:
+    """Whether `element` left the document. ChromeDriver reports a node of a page that was just
+    replaced either as stale or, mid-navigation, as an 'unknown error' saying the node does not
+    belong to the document: both mean the same here."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
 
 
 def _text(driver):
