@@ -77,6 +77,7 @@ class Command(BaseCommand):
                 )
                 for p, d, ppm, fee, first, nxt in DEMO_RATES
             )
+            billing_services.rate_plan_save(plan=plan)  # pushes the rate table to the SIP nodes
 
         customer = account_services.customer_create(name="Acme Holdings")
         customer.rate_plan = plan
