@@ -17,19 +17,9 @@ from billing import services
 from billing.models import BillingProfile, CallRecord, CreditLoad, LedgerEntry, Rate, RatePlan
 from billing.rates_csv import COLUMNS
 from portal import audit
+from portal.admin import ReadOnlyAdmin
 from portal.errors import ApplicationError
 from portal.models import AuditAction
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(LedgerEntry)
