@@ -26,6 +26,11 @@ urlpatterns = [
     path(
         "sip-accounts/<id:account_id>/codecs/", apis.SipAccountCodecsApi.as_view(), name="sip-account-codecs"
     ),
+    path(
+        "sip-accounts/<id:account_id>/voicemail/",
+        apis.SipAccountVoicemailApi.as_view(),
+        name="sip-account-voicemail",
+    ),
     path("caller-ids/", apis.CallerIdCollectionApi.as_view(), name="caller-ids"),
     path("caller-ids/<id:caller_id_id>/", apis.CallerIdDetailApi.as_view(), name="caller-id"),
     path(

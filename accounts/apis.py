@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from accounts import api_keys, selectors, services
 from accounts.choices import CallClass, CallerIdStatus, Codec, CustomerStatus
-from accounts.models import ApiKey, CallerId, Customer, SipAccount
+from accounts.models import MAX_VOICEMAIL_MESSAGES, ApiKey, CallerId, Customer, SipAccount
 from portal.api import (
     MAX_ID,
     IsStaffTenant,
@@ -179,6 +179,8 @@ class SipAccountOutput(serializers.Serializer):
     default_caller_id = serializers.IntegerField(source="default_caller_id_id", allow_null=True)
     default_caller_id_number = serializers.SerializerMethodField()
     codecs = serializers.SerializerMethodField()
+    voicemail_new = serializers.IntegerField(help_text="new messages in the account's mailbox")
+    voicemail_old = serializers.IntegerField(help_text="saved messages in the account's mailbox")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -210,6 +212,8 @@ class SipAccountOutput(serializers.Serializer):
             "default_caller_id": account.default_caller_id_id,
             "default_caller_id_number": self.get_default_caller_id_number(account),
             "codecs": self.get_codecs(account),
+            "voicemail_new": account.voicemail_new,
+            "voicemail_old": account.voicemail_old,
             "created_at": time(account.created_at),
             "updated_at": time(account.updated_at),
         }
@@ -417,6 +421,38 @@ class SipAccountCodecsApi(APIView):
             check_if_match(request, account)
             codecs = services.sip_account_set_codecs(account=account, codecs=data["codecs"])
         return Response({"codecs": codecs}, headers={"ETag": etag_of(account)})
+
+
+class SipAccountVoicemailApi(APIView):
+    """The account's mailbox counts, for an external voicemail system to keep current.
+
+    Phones subscribed to the account's message-summary hear of every change from the SIP
+    service (their message-waiting lamp); writing the counts it already has notifies nobody.
+    """
+
+    class Counts(serializers.Serializer):
+        new = serializers.IntegerField(min_value=0, max_value=MAX_VOICEMAIL_MESSAGES, help_text="unheard")
+        old = serializers.IntegerField(min_value=0, max_value=MAX_VOICEMAIL_MESSAGES, help_text="saved")
+
+    @staticmethod
+    def _counts(account: SipAccount) -> dict:
+        return {"new": account.voicemail_new, "old": account.voicemail_old}
+
+    @extend_schema(operation_id="sip_accounts_voicemail_retrieve", responses=Counts)
+    def get(self, request, account_id: int):
+        account = selectors.sip_account_get(tenant=request_tenant(request), account_id=account_id)
+        return Response(self._counts(account), headers={"ETag": etag_of(account)})
+
+    @extend_schema(
+        operation_id="sip_accounts_voicemail_update", request=Counts, responses=Counts, parameters=[IF_MATCH]
+    )
+    def put(self, request, account_id: int):
+        data = validated(self.Counts, request.data)
+        with transaction.atomic():
+            account = _locked_account(request_tenant(request), account_id)
+            check_if_match(request, account)
+            services.sip_account_set_voicemail(account=account, new=data["new"], old=data["old"])
+        return Response(self._counts(account), headers={"ETag": etag_of(account)})
 
 
 # --- caller IDs -----------------------------------------------------------------------------

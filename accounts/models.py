@@ -14,6 +14,7 @@ E164_REGEX = r"^\+[1-9][0-9]{6,14}$"
 EXTENSION_REGEX = r"^[0-9]{2,8}$"
 SIP_USERNAME_REGEX = r"^[A-Za-z0-9._-]{3,64}$"
 FORWARD_TARGET_REGEX = r"^(\+?[0-9]{2,15})?$"
+MAX_VOICEMAIL_MESSAGES = 9999  # what a phone can show; RFC 3842 sets no limit
 
 
 class Customer(models.Model):
@@ -132,6 +133,10 @@ class SipAccount(models.Model):
     default_caller_id = models.ForeignKey(
         CallerId, null=True, blank=True, on_delete=models.SET_NULL, related_name="default_for"
     )
+    # Message counts an external voicemail system reports; the SIP service tells subscribed
+    # phones (message-summary, RFC 3842) so their message-waiting lamp matches.
+    voicemail_new = models.PositiveIntegerField(default=0)
+    voicemail_old = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -163,6 +168,12 @@ class SipAccount(models.Model):
                 condition=Q(forward_all_to__regex=FORWARD_TARGET_REGEX), name="sip_forward_target_format"
             ),
             models.CheckConstraint(condition=Q(realm__gt=""), name="sip_realm_not_empty"),
+            models.CheckConstraint(
+                condition=Q(
+                    voicemail_new__lte=MAX_VOICEMAIL_MESSAGES, voicemail_old__lte=MAX_VOICEMAIL_MESSAGES
+                ),
+                name="sip_voicemail_counts_range",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -17,7 +17,15 @@ from django.utils import timezone
 
 from accounts import credentials
 from accounts.choices import DEFAULT_CODECS, CallClass, CallerIdStatus, Codec, CustomerStatus, MemberRole
-from accounts.models import EXTENSION_REGEX, CallerId, Customer, Membership, SipAccount, SipAccountCodec
+from accounts.models import (
+    EXTENSION_REGEX,
+    MAX_VOICEMAIL_MESSAGES,
+    CallerId,
+    Customer,
+    Membership,
+    SipAccount,
+    SipAccountCodec,
+)
 from portal.errors import ApplicationError, Conflict, PermissionDenied
 from sipsync import outbox
 from sipsync.server.dialplan import CountrySettings, to_e164
@@ -241,6 +249,26 @@ def sip_account_update(*, account: SipAccount, data: dict) -> SipAccount:
         account.default_caller_id = _validated_default_caller_id(account, data["default_caller_id"])
         changed.append("default_caller_id")
     if changed:
+        with transaction.atomic():
+            account.save(update_fields=[*changed, "updated_at"])
+            outbox.enqueue_account(account)
+    return account
+
+
+def sip_account_set_voicemail(*, account: SipAccount, new: object, old: object) -> SipAccount:
+    """Record the account's mailbox counts (from a voicemail system or the customer).
+
+    Subscribed phones hear of a change through the SIP service (message-summary NOTIFY), so a
+    write that changes nothing is skipped: it would only make every phone's lamp blink again.
+    """
+    counts = {
+        "voicemail_new": _validate_limit("new", new, 0, MAX_VOICEMAIL_MESSAGES),
+        "voicemail_old": _validate_limit("old", old, 0, MAX_VOICEMAIL_MESSAGES),
+    }
+    changed = [field for field, value in counts.items() if getattr(account, field) != value]
+    if changed:
+        for field in changed:
+            setattr(account, field, counts[field])
         with transaction.atomic():
             account.save(update_fields=[*changed, "updated_at"])
             outbox.enqueue_account(account)

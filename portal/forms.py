@@ -5,6 +5,7 @@ from django import forms
 
 from accounts.choices import CallClass, Codec
 from accounts.credentials import password_problems
+from accounts.models import MAX_VOICEMAIL_MESSAGES
 
 PASSWORD_CHOICES = [
     ("generate", "Generate a strong password for me (recommended)"),
@@ -129,3 +130,12 @@ class CallerIdRequestForm(forms.Form):
 
 class SearchForm(forms.Form):
     q = forms.CharField(label="Search", required=False, max_length=64)
+
+
+class VoicemailForm(forms.Form):
+    new = forms.IntegerField(
+        label="New messages", min_value=0, max_value=MAX_VOICEMAIL_MESSAGES, help_text="Not yet listened to."
+    )
+    old = forms.IntegerField(
+        label="Saved messages", min_value=0, max_value=MAX_VOICEMAIL_MESSAGES, help_text="Heard and kept."
+    )

@@ -26,6 +26,7 @@ urlpatterns = [
         name="account-password-once",
     ),
     path("sip-accounts/<int:account_id>/codecs/", views.account_codecs, name="account-codecs"),
+    path("sip-accounts/<int:account_id>/voicemail/", views.account_voicemail, name="account-voicemail"),
     path(
         "sip-accounts/<int:account_id>/registrations/",
         views.account_registrations,

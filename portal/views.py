@@ -3,6 +3,7 @@ through the services; another customer's ids answer 404 (the selectors' NotFound
 
 import functools
 import logging
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -33,10 +34,11 @@ from portal.forms import (
     SetPasswordForm,
     SipAccountCreateForm,
     SipAccountEditForm,
+    VoicemailForm,
 )
 from portal.tenancy import tenant_of
+from sipsync import live
 from sipsync import selectors as sync_selectors
-from sipsync.client import NodeClient, NodeError
 from sipsync.models import ProvisioningState
 from sipsync.outbox import node_urls
 
@@ -291,32 +293,67 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
     return render(request, "portal/account_detail.html", context)
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRegistrations:
-    node: str
-    available: bool
-    registrations: list
-    error: str = ""
+@customer_page
+def account_registrations(request: HttpRequest, account_id: int) -> HttpResponse:
+    """Live status from every node: registered phones and event subscriptions (slow or down
+    nodes are reported, not fatal)."""
+    account = _get_account(request, account_id)
+    aor = f"{account.username}@{account.realm}"
+    subscriptions = {answer.node: answer for answer in live.subscriptions(aor)}
+    nodes = [
+        {
+            "node": answer.node,
+            "registrations": answer,
+            "subscriptions": _subscriptions_seen_from(aor, subscriptions.get(answer.node)),
+        }
+        for answer in live.registrations(aor)
+    ]
+    return render(request, "portal/registrations.html", {"account": account, "nodes": nodes})
 
 
-def _live_registrations(aor: str) -> list[NodeRegistrations]:
-    result = []
-    for node in node_urls():
-        try:
-            with NodeClient(node, timeout=2.0) as client:
-                result.append(NodeRegistrations(node, True, client.registrations(aor)))
-        except NodeError as exc:
-            logger.info("registrations from %s failed: %s", node, exc)
-            result.append(NodeRegistrations(node, False, [], "This SIP node could not be reached just now."))
-    return result
+def _subscriptions_seen_from(aor: str, answer: "live.NodeAnswer | None") -> dict | None:
+    """A node's subscriptions split into those the account's phones hold and those on it."""
+    if answer is None or not answer.ok:
+        return None
+    now = time.time()
+    held, watching = [], []
+    for item in answer.items:
+        expires_at = item.get("expires_at")
+        row = {
+            **item,
+            "package": EVENT_PACKAGES.get(item.get("event", ""), item.get("event", "")),
+            "expires_in": max(0, round(expires_at - now)) if isinstance(expires_at, int | float) else None,
+        }
+        if item.get("subscriber") == aor:
+            held.append(row)
+        if item.get("target") == aor and item.get("subscriber") != aor:
+            watching.append(row)
+    return {"held": held, "watching": watching}
+
+
+EVENT_PACKAGES = {"message-summary": "Message waiting (voicemail lamp)", "dialog": "Busy lamp (BLF)"}
 
 
 @customer_page
-def account_registrations(request: HttpRequest, account_id: int) -> HttpResponse:
-    """Live registrations, asked from every node (slow or down nodes are reported, not fatal)."""
+@changes_only
+@require_http_methods(["GET", "POST"])
+def account_voicemail(request: HttpRequest, account_id: int) -> HttpResponse:
+    """Mailbox counts by hand, for a voicemail system that cannot use the API (or to test a lamp)."""
     account = _get_account(request, account_id)
-    nodes = _live_registrations(f"{account.username}@{account.realm}")
-    return render(request, "portal/registrations.html", {"account": account, "nodes": nodes})
+    form = VoicemailForm(
+        _posted(request), initial={"new": account.voicemail_new, "old": account.voicemail_old}
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            account_services.sip_account_set_voicemail(
+                account=account, new=form.cleaned_data["new"], old=form.cleaned_data["old"]
+            )
+        except ApplicationError as exc:
+            _copy_errors(form, exc)
+        else:
+            messages.success(request, "Mailbox counts saved; subscribed phones are told now.")
+            return redirect("account-detail", account_id=account.pk)
+    return render(request, "portal/account_voicemail.html", {"form": form, "account": account})
 
 
 @customer_page

@@ -9,6 +9,11 @@ urlpatterns = [
         name="sip-account-registrations",
     ),
     path(
+        "sip-accounts/<id:account_id>/subscriptions/",
+        apis.SipAccountSubscriptionsApi.as_view(),
+        name="sip-account-subscriptions",
+    ),
+    path(
         "sip-accounts/<id:account_id>/provisioning/",
         apis.SipAccountProvisioningApi.as_view(),
         name="sip-account-provisioning",

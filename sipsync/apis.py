@@ -2,9 +2,6 @@
 rejection events collected from them (diagnostics). Read-only; every read is tenant-scoped.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
-import httpx
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -21,19 +18,8 @@ from portal.api import (
     query,
     request_tenant,
 )
-from sipsync import selectors
-from sipsync.client import NodeClient, NodeError
+from sipsync import live, selectors
 from sipsync.models import ProvisioningState
-from sipsync.outbox import node_urls
-
-# A registration lookup is interactive: a node that does not answer quickly is reported as down.
-NODE_TIMEOUT = httpx.Timeout(3.0, connect=1.0)
-
-
-def node_client(url: str) -> NodeClient:
-    """The client for one node (tests replace this to serve canned answers)."""
-    return NodeClient(url, timeout=NODE_TIMEOUT)
-
 
 # --- registrations --------------------------------------------------------------------------
 
@@ -67,13 +53,8 @@ class RegistrationsOutput(serializers.Serializer):
     nodes = NodeRegistrationsOutput(many=True)
 
 
-def _ask(url: str, aor: str) -> dict:
-    try:
-        with node_client(url) as node:
-            bindings = node.registrations(aor)
-    except NodeError as exc:
-        return {"node": url, "ok": False, "error": str(exc), "registrations": []}
-    return {"node": url, "ok": True, "error": "", "registrations": bindings}
+def _nodes(answers: list[live.NodeAnswer], key: str) -> list[dict]:
+    return [{"node": a.node, "ok": a.ok, "error": a.error, key: a.items} for a in answers]
 
 
 class SipAccountRegistrationsApi(APIView):
@@ -84,13 +65,49 @@ class SipAccountRegistrationsApi(APIView):
     def get(self, request, account_id: int):
         account = account_selectors.sip_account_get(tenant=request_tenant(request), account_id=account_id)
         aor = f"{account.username}@{account.realm}"
-        urls = node_urls()
-        if len(urls) > 1:
-            with ThreadPoolExecutor(max_workers=min(len(urls), 8)) as pool:
-                nodes = list(pool.map(lambda url: _ask(url, aor), urls))
-        else:
-            nodes = [_ask(url, aor) for url in urls]
+        nodes = _nodes(live.registrations(aor), "registrations")
         return Response(RegistrationsOutput({"account": account.pk, "aor": aor, "nodes": nodes}).data)
+
+
+# --- subscriptions --------------------------------------------------------------------------
+
+
+class SubscriptionOutput(serializers.Serializer):
+    """One event subscription, as the node reports it."""
+
+    id = serializers.CharField(required=False)
+    event = serializers.CharField(required=False, help_text="message-summary (MWI) or dialog (BLF)")
+    subscriber = serializers.CharField(required=False, help_text="the subscribing account's AOR")
+    target = serializers.CharField(required=False, help_text="the watched account's AOR")
+    contact = serializers.CharField(required=False, allow_null=True)
+    source = serializers.CharField(required=False, allow_null=True)
+    transport = serializers.CharField(required=False, allow_null=True)
+    expires_at = serializers.FloatField(required=False, allow_null=True, help_text="Unix time")
+
+
+class NodeSubscriptionsOutput(serializers.Serializer):
+    node = serializers.CharField(help_text="the node's control URL")
+    ok = serializers.BooleanField(help_text="false when the node could not be asked")
+    error = serializers.CharField(allow_blank=True, help_text="why the node could not be asked")
+    subscriptions = SubscriptionOutput(many=True)
+
+
+class SubscriptionsOutput(serializers.Serializer):
+    account = serializers.IntegerField()
+    aor = serializers.CharField()
+    nodes = NodeSubscriptionsOutput(many=True)
+
+
+class SipAccountSubscriptionsApi(APIView):
+    """The account's active event subscriptions (message-waiting, busy lamps), asked of every
+    SIP node now: those its phones hold and those other phones hold on it."""
+
+    @extend_schema(operation_id="sip_accounts_subscriptions", responses=SubscriptionsOutput)
+    def get(self, request, account_id: int):
+        account = account_selectors.sip_account_get(tenant=request_tenant(request), account_id=account_id)
+        aor = f"{account.username}@{account.realm}"
+        nodes = _nodes(live.subscriptions(aor), "subscriptions")
+        return Response(SubscriptionsOutput({"account": account.pk, "aor": aor, "nodes": nodes}).data)
 
 
 # --- provisioning ---------------------------------------------------------------------------

@@ -118,6 +118,10 @@ class NodeClient:
     def registrations(self, aor: str) -> list[dict]:
         return list(self._request("GET", "/v1/registrations", params={"aor": aor}).get("registrations") or [])
 
+    def subscriptions(self, aor: str) -> list[dict]:
+        """Subscriptions (MWI, BLF) the account holds and those watching it."""
+        return list(self._request("GET", "/v1/subscriptions", params={"aor": aor}).get("subscriptions") or [])
+
     def events(self, *, after: int = 0, limit: int = 500) -> "Page":
         return _page(
             self._request("GET", "/v1/events", params={"after": after, "limit": limit}), "events", limit

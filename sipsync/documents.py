@@ -56,6 +56,7 @@ def account_document(
         "max_contacts": account.max_contacts,
         "forward_all": account.forward_all_to or None,
         "dnd": account.do_not_disturb,
+        "mailbox": {"new": account.voicemail_new, "old": account.voicemail_old},
     }
 
 

@@ -96,6 +96,27 @@ def test_codecs_are_an_ordered_list_from_the_catalogue():
     assert list(account.codec_assignments.values_list("codec", flat=True)) == ["G722", "PCMU"]
 
 
+def test_voicemail_counts_are_validated_and_an_unchanged_write_pushes_nothing():
+    from sipsync.models import DocumentVersion
+
+    account = sip_account(CustomerFactory(), "1001").account
+    version = DocumentVersion.objects.filter(object_id=account.pk, kind="account").values_list("version")
+    created = version.get()
+    services.sip_account_set_voicemail(account=account, new=2, old=5)
+    account.refresh_from_db()
+    assert (account.voicemail_new, account.voicemail_old) == (2, 5)
+    changed = version.get()
+    assert changed > created
+
+    services.sip_account_set_voicemail(account=account, new=2, old=5)
+    assert version.get() == changed
+    for new, old in ((-1, 0), (0, 10_000), ("3", 0), (True, 0), (None, 1), (1.5, 0)):
+        with pytest.raises(ApplicationError):
+            services.sip_account_set_voicemail(account=account, new=new, old=old)
+    account.refresh_from_db()
+    assert (account.voicemail_new, account.voicemail_old) == (2, 5)
+
+
 def test_update_validates_every_field_and_changes_nothing_on_error():
     customer = CustomerFactory()
     account = sip_account(customer, "1001").account

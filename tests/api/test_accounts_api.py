@@ -261,6 +261,23 @@ def test_codecs_read_and_replace(world):
     assert stale.status_code == 412
 
 
+def test_voicemail_counts_read_and_replace(world):
+    url = f"/api/v1/sip-accounts/{world.mine.account.pk}/voicemail/"
+    first = world.mine.client.get(url)
+    assert first.status_code == 200 and first.json() == {"new": 0, "old": 0}
+    response = world.mine.client.put(url, {"new": 2, "old": 9}, format="json", HTTP_IF_MATCH=first["ETag"])
+    assert response.status_code == 200 and response.json() == {"new": 2, "old": 9}
+    account = world.mine.client.get(f"/api/v1/sip-accounts/{world.mine.account.pk}/").json()
+    assert (account["voicemail_new"], account["voicemail_old"]) == (2, 9)
+    stale = world.mine.client.put(url, {"new": 0, "old": 0}, format="json", HTTP_IF_MATCH=first["ETag"])
+    assert stale.status_code == 412
+    refused = (({"new": -1, "old": 0}, "new"), ({"new": 1}, "old"), ({"new": 1, "old": 10_000}, "old"))
+    for body, field in refused:
+        bad = world.mine.client.put(url, body, format="json")
+        assert bad.status_code == 400 and field in error_of(bad)["fields"]
+    assert world.mine.client.get(url).json() == {"new": 2, "old": 9}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

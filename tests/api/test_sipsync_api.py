@@ -47,7 +47,7 @@ def _nodes(monkeypatch, seen):
             transport = httpx.MockTransport(handler)
         return NodeClient(url, secret="s3cret", transport=transport)
 
-    monkeypatch.setattr("sipsync.apis.node_client", client)
+    monkeypatch.setattr("sipsync.live.node_client", client)
 
 
 def test_registrations_from_every_node_with_a_node_down(world, settings, monkeypatch):
@@ -66,6 +66,38 @@ def test_registrations_from_every_node_with_a_node_down(world, settings, monkeyp
     assert down["node"] == DOWN and down["ok"] is False and "ConnectError" in down["error"]
     assert down["registrations"] == []
     assert seen == [("node-a.test", aor, "Bearer s3cret")]
+
+
+def test_subscriptions_from_every_node_with_a_node_down(world, settings, monkeypatch):
+    settings.SIP_NODES = [NODE, DOWN]
+    account = world.mine.account
+    aor = f"{account.username}@{account.realm}"
+    watched = {
+        "id": "s1",
+        "event": "dialog",
+        "subscriber": aor,
+        "target": "boss@sip.test",
+        "contact": "sip:1001@192.0.2.10:5060",
+        "source": "192.0.2.10:5060",
+        "transport": "udp",
+        "expires_at": 1795000000.5,
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/subscriptions" and request.url.params["aor"] == aor
+        return httpx.Response(200, json={"subscriptions": [watched]})
+
+    def client(url):
+        if url == DOWN:
+            return NodeClient(url, transport=httpx.MockTransport(lambda request: httpx.Response(503)))
+        return NodeClient(url, secret="s3cret", transport=httpx.MockTransport(handler))
+
+    monkeypatch.setattr("sipsync.live.node_client", client)
+    body = world.mine.client.get(f"/api/v1/sip-accounts/{account.pk}/subscriptions/").json()
+    assert body["aor"] == aor
+    up, down = body["nodes"]
+    assert up == {"node": NODE, "ok": True, "error": "", "subscriptions": [watched]}
+    assert down["ok"] is False and "503" in down["error"] and down["subscriptions"] == []
 
 
 def test_provisioning_per_account_and_list(world, settings):

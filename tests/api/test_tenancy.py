@@ -25,7 +25,10 @@ SCOPED = [
     ("post", "sip-accounts/{a}/reset-password/", {}),
     ("get", "sip-accounts/{a}/codecs/", None),
     ("put", "sip-accounts/{a}/codecs/", {"codecs": ["PCMA"]}),
+    ("get", "sip-accounts/{a}/voicemail/", None),
+    ("put", "sip-accounts/{a}/voicemail/", {"new": 1, "old": 0}),
     ("get", "sip-accounts/{a}/registrations/", None),
+    ("get", "sip-accounts/{a}/subscriptions/", None),
     ("get", "sip-accounts/{a}/provisioning/", None),
     ("get", "caller-ids/{cid}/", None),
     ("post", "sip-accounts/", {"customer": "{c}", "extension": "1009"}),
@@ -115,7 +118,7 @@ def test_another_customers_ids_are_not_found(world, method, path, body):
 
 @pytest.mark.parametrize(("method", "path", "body"), SCOPED, ids=[f"{m} {p}" for m, p, _ in SCOPED])
 def test_the_same_requests_work_on_my_own_ids(world, method, path, body, monkeypatch):
-    monkeypatch.setattr("sipsync.apis.node_client", _offline_node)
+    monkeypatch.setattr("sipsync.live.node_client", _offline_node)
     ids = _ids(world.mine)
     response = _call(world.mine.client, method, _fill(path, ids), _fill(body, ids))
     assert response.status_code in (200, 201), response.content

@@ -1,4 +1,5 @@
 import re
+import time
 
 import pytest
 from django.core import mail
@@ -357,9 +358,54 @@ def test_registrations_listed_from_a_live_node(client, customer, member, setting
         ]
 
     monkeypatch.setattr(NodeClient, "registrations", fake)
+    monkeypatch.setattr(NodeClient, "subscriptions", lambda self, aor: [])
     content = client.get(reverse("account-registrations", args=[account.pk])).content.decode()
     assert "sip:1001@192.0.2.7:5062" in content and "Yealink T46" in content
     assert "could not be reached" in content
+
+
+def test_live_status_splits_subscriptions_held_from_those_watching(
+    client, customer, member, settings, monkeypatch
+):
+    settings.SIP_NODES = ["http://node-a:5080"]
+    account = sip_account(customer, "1001").account
+    aor = f"{account.username}@{account.realm}"
+    desk = f"{customer.account_number.lower()}1002@{account.realm}"
+    monkeypatch.setattr(NodeClient, "registrations", lambda self, aor: [])
+
+    def subscriptions(self, asked):
+        assert asked == aor
+        soon = time.time() + 600
+        return [
+            {"event": "message-summary", "subscriber": aor, "target": aor, "contact": "sip:a@192.0.2.7",
+             "expires_at": soon},
+            {"event": "dialog", "subscriber": aor, "target": "boss@sip.test", "contact": "sip:a@192.0.2.7",
+             "expires_at": soon},
+            {"event": "dialog", "subscriber": desk, "target": aor, "contact": "sip:d@192.0.2.9",
+             "expires_at": soon},
+        ]  # fmt: skip
+
+    monkeypatch.setattr(NodeClient, "subscriptions", subscriptions)
+    page = client.get(reverse("account-registrations", args=[account.pk])).content.decode()
+    held, watched_by = page.split("Watched by")
+    assert "Message waiting (voicemail lamp)" in held and "boss@sip.test" in held and desk not in held
+    assert desk in watched_by and "Busy lamp (BLF)" in watched_by
+    assert "599 s" in held or "600 s" in held
+
+
+def test_voicemail_counts_set_by_hand_reach_the_node_document(client, customer, member):
+    from sipsync import documents
+    from sipsync.models import DocumentKind
+
+    account = sip_account(customer, "1001").account
+    url = reverse("account-voicemail", args=[account.pk])
+    refused = client.post(url, {"new": "-2", "old": "x"})
+    assert refused.status_code == 200 and b"errorlist" in refused.content
+    response = client.post(url, {"new": "3", "old": "7"})
+    assert response.status_code == 302
+    assert documents.build_document(DocumentKind.ACCOUNT, account.pk)["mailbox"] == {"new": 3, "old": 7}
+    detail = client.get(reverse("account-detail", args=[account.pk])).content.decode()
+    assert "3 new, 7 saved" in detail
 
 
 def test_provisioning_per_node(client, customer, member, settings):
@@ -384,6 +430,7 @@ def test_provisioning_per_node(client, customer, member, settings):
         "account-password-once",
         "account-codecs",
         "account-registrations",
+        "account-voicemail",
     ],
 )
 def test_another_customers_account_is_404(client, customer, member, name, settings):
@@ -496,6 +543,8 @@ def test_viewers_can_look_but_not_change(client, customer):
     assert client.get(reverse("account-create")).status_code == 403
     assert client.post(reverse("account-codecs", args=[account.pk]), {"pos_OPUS": "1"}).status_code == 403
     assert client.post(reverse("caller-ids"), {"number": "0115550100"}).status_code == 403
+    voicemail = reverse("account-voicemail", args=[account.pk])
+    assert client.post(voicemail, {"new": 1, "old": 0}).status_code == 403
     assert not CallerId.objects.exists()
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 ACCOUNT_FIELDS = {
     "kind", "version", "username", "realm", "customer", "extension", "ha1_md5", "ha1_sha256", "enabled",
     "password_change_required", "codecs", "caller_ids", "default_caller_id", "permissions", "max_calls",
-    "max_contacts", "forward_all", "dnd",
+    "max_contacts", "forward_all", "dnd", "mailbox",
 }  # fmt: skip
 
 
@@ -54,6 +54,18 @@ def test_account_document_is_what_the_node_accepts_and_carries_no_password():
     assert account.permissions == frozenset({"internal", "national", "mobile"})
     assert (account.max_calls, account.max_contacts, account.forward_all, account.dnd) == (2, 5, None, False)
     assert doc["version"] > 0
+    assert doc["mailbox"] == {"new": 0, "old": 0}
+
+
+def test_mailbox_counts_reach_the_document_with_a_new_version():
+    account = sip_account(CustomerFactory(), "1001").account
+    before = documents.build_document(DocumentKind.ACCOUNT, account.pk)
+
+    account_services.sip_account_set_voicemail(account=account, new=3, old=12)
+    after = documents.build_document(DocumentKind.ACCOUNT, account.pk)
+
+    assert after["mailbox"] == {"new": 3, "old": 12}
+    assert after["version"] > before["version"]
 
 
 def test_account_document_follows_the_portal_rows():
