@@ -2,7 +2,7 @@
 rejection events collected from them (diagnostics). Read-only; every read is tenant-scoped.
 """
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -40,10 +40,15 @@ class BindingOutput(serializers.Serializer):
     registered_at = serializers.CharField(required=False, allow_null=True)
 
 
-class NodeRegistrationsOutput(serializers.Serializer):
+class NodeAnswerOutput(serializers.Serializer):
+    """One node's part of a live answer (the list itself is added by each endpoint)."""
+
     node = serializers.CharField(help_text="the node's control URL")
     ok = serializers.BooleanField(help_text="false when the node could not be asked")
     error = serializers.CharField(allow_blank=True, help_text="why the node could not be asked")
+
+
+class NodeRegistrationsOutput(NodeAnswerOutput):
     registrations = BindingOutput(many=True)
 
 
@@ -53,20 +58,26 @@ class RegistrationsOutput(serializers.Serializer):
     nodes = NodeRegistrationsOutput(many=True)
 
 
-def _nodes(answers: list[live.NodeAnswer], key: str) -> list[dict]:
-    return [{"node": a.node, "ok": a.ok, "error": a.error, key: a.items} for a in answers]
+class _LiveAccountApi(APIView):
+    """What every SIP node knows about one account right now; a node that is down is listed
+    with `ok: false` and the reason, and the others still answer."""
 
+    ask = staticmethod(live.registrations)
+    key = "registrations"
+    output: type[serializers.Serializer] = RegistrationsOutput
 
-class SipAccountRegistrationsApi(APIView):
-    """The account's live registrations, asked of every SIP node now; a node that is down is
-    listed with `ok: false` and the reason, and the others still answer."""
-
-    @extend_schema(operation_id="sip_accounts_registrations", responses=RegistrationsOutput)
     def get(self, request, account_id: int):
         account = account_selectors.sip_account_get(tenant=request_tenant(request), account_id=account_id)
         aor = f"{account.username}@{account.realm}"
-        nodes = _nodes(live.registrations(aor), "registrations")
-        return Response(RegistrationsOutput({"account": account.pk, "aor": aor, "nodes": nodes}).data)
+        nodes = [{"node": a.node, "ok": a.ok, "error": a.error, self.key: a.items} for a in self.ask(aor)]
+        return Response(self.output({"account": account.pk, "aor": aor, "nodes": nodes}).data)
+
+
+@extend_schema_view(
+    get=extend_schema(operation_id="sip_accounts_registrations", responses=RegistrationsOutput)
+)
+class SipAccountRegistrationsApi(_LiveAccountApi):
+    """The account's live registrations, asked of every SIP node now."""
 
 
 # --- subscriptions --------------------------------------------------------------------------
@@ -85,10 +96,7 @@ class SubscriptionOutput(serializers.Serializer):
     expires_at = serializers.FloatField(required=False, allow_null=True, help_text="Unix time")
 
 
-class NodeSubscriptionsOutput(serializers.Serializer):
-    node = serializers.CharField(help_text="the node's control URL")
-    ok = serializers.BooleanField(help_text="false when the node could not be asked")
-    error = serializers.CharField(allow_blank=True, help_text="why the node could not be asked")
+class NodeSubscriptionsOutput(NodeAnswerOutput):
     subscriptions = SubscriptionOutput(many=True)
 
 
@@ -98,16 +106,16 @@ class SubscriptionsOutput(serializers.Serializer):
     nodes = NodeSubscriptionsOutput(many=True)
 
 
-class SipAccountSubscriptionsApi(APIView):
+@extend_schema_view(
+    get=extend_schema(operation_id="sip_accounts_subscriptions", responses=SubscriptionsOutput)
+)
+class SipAccountSubscriptionsApi(_LiveAccountApi):
     """The account's active event subscriptions (message-waiting, busy lamps), asked of every
     SIP node now: those its phones hold and those other phones hold on it."""
 
-    @extend_schema(operation_id="sip_accounts_subscriptions", responses=SubscriptionsOutput)
-    def get(self, request, account_id: int):
-        account = account_selectors.sip_account_get(tenant=request_tenant(request), account_id=account_id)
-        aor = f"{account.username}@{account.realm}"
-        nodes = _nodes(live.subscriptions(aor), "subscriptions")
-        return Response(SubscriptionsOutput({"account": account.pk, "aor": aor, "nodes": nodes}).data)
+    ask = staticmethod(live.subscriptions)
+    key = "subscriptions"
+    output = SubscriptionsOutput
 
 
 # --- provisioning ---------------------------------------------------------------------------
