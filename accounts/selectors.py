@@ -48,6 +48,16 @@ def sip_account_codecs(*, account: SipAccount) -> list[str]:
     ]
 
 
+def sip_account_codecs_by_account(*, account_ids: list[int]) -> dict[int, list[str]]:
+    """Codecs of many accounts in preference order, read as plain values (for a page of a list,
+    where building a codec object per row costs more than the rest of the page)."""
+    codecs: dict[int, list[str]] = {pk: [] for pk in account_ids}
+    rows = SipAccountCodec.objects.filter(account_id__in=account_ids).order_by("account_id", "position")
+    for account_id, codec in rows.values_list("account_id", "codec"):
+        codecs[account_id].append(codec)
+    return codecs
+
+
 def caller_id_list(*, tenant: Tenant, status: str | None = None) -> QuerySet[CallerId]:
     caller_ids = scope(CallerId.objects.all(), tenant).select_related("customer")
     if status:
