@@ -50,16 +50,27 @@ def test_baresip_with_a_wrong_password_gets_403(node, phone):
     assert bindings(node, "alice") == []
 
 
+def test_baresip_unregisters_when_it_quits(node, registered):
+    bob = registered("bob")
+    assert len(bindings(node, "bob")) == 1
+    bob.stop()  # `quit`: baresip sends REGISTER with expires=0 first
+    assert bindings(node, "bob") == []
+
+
 # --- calls ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("caller_transport", ["udp", "tcp"])
-def test_call_between_two_extensions(node, registered, caller_transport):
+@pytest.mark.parametrize(
+    ("caller_transport", "callee_transport"),
+    [("udp", "udp"), ("tcp", "udp"), ("udp", "tcp"), ("tcp", "tcp")],
+    ids=["udp", "tcp-caller", "tcp-callee", "tcp"],
+)
+def test_call_between_two_extensions(node, registered, caller_transport, callee_transport):
     """alice (who prefers PCMA, which her account may not use) calls bob's extension; bob's phone
     answers by itself. Both run PCMU (the proxy took PCMA out of the offer), RTP flows between
     them, alice hangs up and bob's phone sees the relayed BYE; the node records one answered
     call."""
-    bob = registered("bob", answermode="auto", codecs=("PCMA", "PCMU"))
+    bob = registered("bob", answermode="auto", transport=callee_transport, codecs=("PCMA", "PCMU"))
     alice = registered("alice", transport=caller_transport, codecs=("PCMA", "PCMU"))
     mark = alice.dial(f"sip:1002@{REALM}")
     alice.call_event("CALL_RINGING", after=mark)
@@ -99,7 +110,30 @@ def test_cancel_while_ringing(node, registered):
     assert (record["final_code"], record["cause"], record["answered_at"]) == (487, "cancelled", None)
 
 
+def test_callee_rejecting_the_call_is_relayed_unchanged(node, registered):
+    """bob's phone rejects the ringing call with its own 486 (reason phrase "Rejected"): alice's
+    phone gets exactly that status line."""
+    bob = registered("bob")
+    alice = registered("alice")
+    mark = alice.dial(f"sip:1002@{REALM}")
+    bob.call_event("CALL_INCOMING")
+    alice.call_event("CALL_RINGING", after=mark)
+    bob.command("hangup")
+    assert alice.closed(after=mark) == "486 Rejected"
+    [record] = node.records()
+    assert (record["final_code"], record["cause"], record["answered_at"]) == (486, "far_end", None)
+
+
 # --- refusals the phone sees --------------------------------------------------------------------
+
+
+def test_extension_without_a_registered_phone_is_480(node, registered):
+    alice = registered("alice")
+    mark = alice.dial(f"sip:1003@{REALM}")
+    assert alice.closed(after=mark) == "480 Temporarily Unavailable"
+    [record] = node.records()
+    assert record["callee"] == f"carol@{REALM}"
+    assert (record["final_code"], record["cause"]) == (480, "not_registered")
 
 
 def test_offer_without_an_assigned_codec_is_488(node, registered):
