@@ -6,6 +6,8 @@ what the phone itself reports (its REGISTER_* and CALL_* events, the reason of C
 codecs its audio stream runs) and the call records the node serves on its control interface.
 """
 
+import time
+
 import httpx
 import pytest
 
@@ -269,3 +271,30 @@ def test_blind_transfer_with_refer(node, registered):
         (f"alice@{REALM}", f"bob@{REALM}", 200, "bye"),
         (f"alice@{REALM}", f"carol@{REALM}", 200, "bye"),
     ]
+
+
+# --- a crash while a call rings -------------------------------------------------------------------
+
+
+def test_a_call_ringing_when_the_node_is_killed_is_recorded_after_the_restart(node, registered):
+    """bob's phone is ringing when the node gets SIGKILL. After the restart the call is recorded
+    once: not answered, free, cause node_restart. bob's phone then rejects the call and the
+    restarted node still gets that answer back to alice (by the Via, as a stray response)."""
+    bob = registered("bob")
+    alice = registered("alice")
+    mark = alice.dial(f"sip:1002@{REALM}")
+    bob.call_event("CALL_INCOMING")
+    alice.call_event("CALL_RINGING", after=mark)
+    time.sleep(1.2)  # in the store after the next group commit (housekeeping flushes every 0.5 s)
+    node.restart(kill=True)
+    assert "closed out 1 call(s) left in progress" in node.stderr_text()
+    [record] = node.records()
+    assert (record["account"], record["callee"]) == (f"alice@{REALM}", f"bob@{REALM}")
+    assert (record["final_code"], record["cause"], record["answered_at"]) == (500, "node_restart", None)
+    assert (record["duration"], record["cost"]) == (0, "0.0000")
+    assert record["ended_at"] >= record["invited_at"]
+
+    bob.command("hangup")
+    assert alice.closed(after=mark) == "486 Rejected"
+    node.restart(kill=False)  # and once more: nothing is recorded twice
+    assert [r["record_id"] for r in node.records(expected=2, timeout=1.0)] == [record["record_id"]]
