@@ -285,22 +285,24 @@ class Baresip:
     def add_account(
         self,
         user: str,
-        password: str,
+        password: str | None = None,
         *,
-        proxy: str,
+        proxy: str | None,
         realm: str,
         transport: str = "udp",
         codecs: tuple[str, ...] = ("PCMU",),
         answermode: str = "manual",
     ) -> str:
-        """Create the user agent (it registers at once through ``proxy``, host:port); returns
-        its AOR. ``codecs`` are the only ones it offers and accepts."""
+        """Create the user agent, which registers at once through ``proxy`` (host:port; None: a
+        user agent that does not register, e.g. a trunk's); returns its AOR. ``codecs`` are the
+        only ones it offers and accepts."""
         aor = f"sip:{user}@{realm}"
-        outbound = f"sip:{proxy}" + (f";transport={transport}" if transport != "udp" else "")
-        line = (
-            f'<{aor}>;auth_pass={password};outbound="{outbound}";regint=600;'
-            f"answermode={answermode};audio_codecs={','.join(CODECS[c] for c in codecs)}"
-        )
+        line = f"<{aor}>;answermode={answermode};audio_codecs={','.join(CODECS[c] for c in codecs)}"
+        if proxy is None:
+            line += ";regint=0"
+        else:
+            outbound = f"sip:{proxy}" + (f";transport={transport}" if transport != "udp" else "")
+            line += f';auth_pass={password};outbound="{outbound}";regint=600'
         self.command("uanew", line)
         return aor
 
@@ -331,9 +333,13 @@ class Baresip:
     def call_event(self, kind: str, *, after: int = 0, timeout: float = EVENT_TIMEOUT) -> dict[str, Any]:
         return self.wait_event(kind, after=after, timeout=timeout)
 
-    def closed(self, *, after: int = 0, timeout: float = EVENT_TIMEOUT) -> str:
-        """Wait for CALL_CLOSED; returns its reason (e.g. ``488 Not Acceptable Here``)."""
-        return str(self.wait_event("CALL_CLOSED", after=after, timeout=timeout).get("param") or "")
+    def closed(self, *, after: int = 0, call: str | None = None, timeout: float = EVENT_TIMEOUT) -> str:
+        """Wait for CALL_CLOSED (of the call with Call-ID ``call``, if given); returns its reason
+        (e.g. ``488 Not Acceptable Here``)."""
+        event = self.wait_event(
+            "CALL_CLOSED", after=after, timeout=timeout, where=lambda e: call is None or e.get("id") == call
+        )
+        return str(event.get("param") or "")
 
     def audio_codecs(self) -> tuple[str | None, str | None]:
         """The (encoder, decoder) the current call's audio stream runs, from ``audio_debug``."""

@@ -119,7 +119,7 @@ def node(tmp_path) -> SoftphoneNode:
     service.stop(kill=False)
 
 
-def _phone_ports() -> tuple[int, int]:
+def phone_ports() -> tuple[int, int]:
     """A SIP port (UDP and TCP) whose next port is free for TCP too (baresip binds TLS there),
     and a control port apart from both."""
     for _ in range(50):
@@ -137,14 +137,15 @@ def _phone_ports() -> tuple[int, int]:
 
 @pytest.fixture
 def phone(baresip_binary, node, tmp_path):
-    """phone(name, **extra_config) -> a started Baresip with no account yet; all are stopped at
-    teardown, before the node (so their de-registrations are answered)."""
+    """phone(name, ports=None, **extra_config) -> a started Baresip with no account yet, on
+    ``ports`` ((SIP, ctrl), else free ones); all are stopped at teardown, before the node (so
+    their de-registrations are answered). A test module may override ``node``."""
     binary, modules = baresip_binary
     tone = write_tone(tmp_path / "tone.wav")
     started: list[Baresip] = []
 
-    def start(name: str, **extra_config: str) -> Baresip:
-        sip_port, ctrl_port = _phone_ports()
+    def start(name: str, ports: tuple[int, int] | None = None, **extra_config: str) -> Baresip:
+        sip_port, ctrl_port = ports or phone_ports()
         instance = Baresip(
             binary, modules, tmp_path / f"phone-{name}", name=name, sip_port=sip_port,
             ctrl_port=ctrl_port, tone=tone, extra_config=extra_config,
