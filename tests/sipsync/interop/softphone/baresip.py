@@ -77,6 +77,10 @@ class BaresipError(AssertionError):
     """A command answered ``ok: false``."""
 
 
+class PortTaken(Exception):
+    """baresip could not bind one of its ports (taken since they were picked): try others."""
+
+
 class Baresip:
     def __init__(
         self,
@@ -140,6 +144,8 @@ class Baresip:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
+                if "Address already in use" in self.log():
+                    raise PortTaken(self.log()[-2000:])
                 self.fail(f"baresip exited with code {self.process.returncode} while starting")
             try:
                 self._sock = socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1.0)
@@ -151,6 +157,13 @@ class Baresip:
         self._sock.settimeout(None)
         self._reader = threading.Thread(target=self._read, name=f"baresip-{self.name}", daemon=True)
         self._reader.start()
+        # what answered may be another program on a port taken meanwhile (baresip carries on
+        # without ctrl_tcp when it cannot listen): only baresip answers a command
+        token = self._send("reginfo", "")
+        if self._wait(lambda: self._responses.pop(token, None), START_TIMEOUT) is None:
+            if "Address already in use" in self.log():
+                raise PortTaken(self.log()[-2000:])
+            self.fail(f"no answer to a command on ctrl_tcp port {self.ctrl_port}")
 
     def stop(self) -> None:
         """`quit`, then SIGTERM, then SIGKILL: whatever it takes, within a few seconds."""

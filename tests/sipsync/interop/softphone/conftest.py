@@ -24,7 +24,13 @@ from sipsync.server.documents import DocumentTable
 from sipsync.server.provision import document_for_password, load_documents
 from sipsync.server.store import LocalStore
 from tests.sipsync.interop.conftest import REALM, SipService, free_port
-from tests.sipsync.interop.softphone.baresip import Baresip, find_binary, find_modules, write_tone
+from tests.sipsync.interop.softphone.baresip import (
+    Baresip,
+    PortTaken,
+    find_binary,
+    find_modules,
+    write_tone,
+)
 
 PASSWORDS = {"alice": "Alice-Passw0rd", "bob": "Bob-Passw0rd", "carol": "Carol-Passw0rd"}
 EXTENSIONS = {"alice": "1001", "bob": "1002", "carol": "1003"}
@@ -145,14 +151,21 @@ def phone(baresip_binary, node, tmp_path):
     started: list[Baresip] = []
 
     def start(name: str, ports: tuple[int, int] | None = None, **extra_config: str) -> Baresip:
-        sip_port, ctrl_port = ports or phone_ports()
-        instance = Baresip(
-            binary, modules, tmp_path / f"phone-{name}", name=name, sip_port=sip_port,
-            ctrl_port=ctrl_port, tone=tone, extra_config=extra_config,
-        )  # fmt: skip
-        started.append(instance)
-        instance.start()
-        return instance
+        for attempt in range(1, 4):
+            sip_port, ctrl_port = ports or phone_ports()
+            instance = Baresip(
+                binary, modules, tmp_path / f"phone-{name}-{attempt}", name=name, sip_port=sip_port,
+                ctrl_port=ctrl_port, tone=tone, extra_config=extra_config,
+            )  # fmt: skip
+            started.append(instance)
+            try:
+                instance.start()
+            except PortTaken:
+                if ports is not None or attempt == 3:
+                    instance.fail(f"a port of {sip_port}, {sip_port + 1} (TLS), {ctrl_port} is taken")
+                continue
+            return instance
+        raise AssertionError("unreachable")
 
     yield start
     for instance in reversed(started):
