@@ -52,8 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-expires", type=int, default=3600)
     parser.add_argument(
         "--digest-algorithms",
-        default="MD5,SHA-256",
-        help="challenge algorithms in the order offered (default MD5,SHA-256: see ServiceConfig)",
+        default="MD5",
+        help="challenge algorithms in the order offered, e.g. MD5,SHA-256 (default MD5: see ServiceConfig)",
     )
     parser.add_argument(
         "--control",

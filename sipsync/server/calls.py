@@ -38,15 +38,23 @@ recorded with cause ``credit_exhausted``; a call is never billed beyond its maxi
 
 Calls in progress across a restart
 ----------------------------------
-With a store, every answered call's state (dialog identifiers, the parties' addresses, route sets,
+With a store, every call's state (dialog identifiers, the parties' addresses, route sets,
 customer, rate, answer time, reservation) is queued into the store's ``calls_in_progress`` table
-when it is answered and removed when it ends, in the same group commit as its call record, so a
-call is recorded exactly once whatever moment the process dies. On start-up
-:meth:`CallTable.close_out_after_restart` writes the record of every call left from before (cause
-``node_restart``, ``ended_at`` the last keepalive the node wrote, else the start-up time, never
-beyond the call's maximum duration) and removes it; reservations live in memory only, so they are
-gone with the old process and the closed-out calls' cost counts as unsettled spend. The dialogs are
-not restored: a BYE for such a call after the restart gets 481.
+when the proxy starts relaying it, again when it is answered, and removed when it ends, in the
+same group commit as its call record, so a call is recorded exactly once whatever moment the
+process dies (a call that ends within the group commit it started in is never written there). On
+start-up :meth:`CallTable.close_out_after_restart` writes the record of every call left from
+before, cause ``node_restart``, and removes it:
+
+- an answered call ends at the last keepalive the node wrote, else the start-up time, never beyond
+  its maximum duration, and is billed as such;
+- a call still ringing ends unanswered (``final_code`` 500: the node failed it, nobody answered),
+  at the last keepalive if that came after the INVITE, else at the INVITE; it costs nothing.
+
+Reservations live in memory only, so they are gone with the old process and the closed-out
+calls' cost counts as unsettled spend. The dialogs and transactions are not restored: a BYE for
+such a call after the restart gets 481, and a phone still ringing for a closed-out call is left
+to its caller's CANCEL or its own timeout.
 """
 
 from __future__ import annotations
@@ -69,6 +77,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Call", "CallTable", "Reservations", "find_rate", "first_charge", "max_seconds", "rate_cost"]
 
 ZERO = Decimal("0")
+# final code of a call that was still ringing when the node died: nobody answered it and the node
+# failed it (the portal files a code with the node's own cause as refused by the service)
+RESTART_UNANSWERED_CODE = 500
 _PLACES = Decimal("0.0001")
 
 
@@ -262,6 +273,7 @@ class CallTable:
             self._per_account[aor] = self._per_account.get(aor, 0) + 1  # type: ignore[index]
         if call.reserved:
             self.reservations.reserve(call.customer, call.reserved)
+        self.persist(call)  # a call ringing when the node dies is recorded after the restart too
         return call
 
     def record_refused(self, *, code: int, cause: str, **fields: Any) -> dict[str, Any]:
@@ -277,8 +289,8 @@ class CallTable:
             self.persist(call)
 
     def persist(self, call: Call) -> None:
-        """Queue the state of an answered call in the store (again after it changed)."""
-        if self._store is not None and call.answered and self._calls.get(call.call_id) is call:
+        """Queue the state of a call in progress in the store (again after it changed)."""
+        if self._store is not None and self._calls.get(call.call_id) is call:
             self._store.put_call(call.record_id, call_state(call))
 
     def end(
@@ -293,7 +305,7 @@ class CallTable:
         ``ended_at`` (epoch) replaces the clock's time (a hang-up at a known moment)."""
         if self._calls.get(call.call_id) is not call:
             return None
-        if self._store is not None and call.answered:
+        if self._store is not None:
             self._store.delete_call(call.record_id)  # in the same flush as the record
         del self._calls[call.call_id]
         for aor in {call.account, call.callee} - {None}:
@@ -312,15 +324,23 @@ class CallTable:
 
     def close_out_after_restart(self, *, last_alive: float | None = None) -> list[dict[str, Any]]:
         """Write the record of every call the store holds from before a restart (cause
-        ``node_restart``) and remove it; ``ended_at`` is ``last_alive`` (the last keepalive the
-        old process wrote) if it is after the answer, else now. Returns the records."""
+        ``node_restart``) and remove it. An answered call ends at ``last_alive`` (the last
+        keepalive the old process wrote) if that is after the answer, else now; a ringing one
+        ends unanswered with :data:`RESTART_UNANSWERED_CODE`, at ``last_alive`` if that is after
+        the INVITE, else at the INVITE. Returns the records."""
         if self._store is None:
             return []
         now = self._clock()
         records = []
         for record_id, state in self._store.load_calls():
             call = call_from_state(state)
-            ended = last_alive if last_alive is not None and last_alive >= (call.answered_at or 0) else now
+            since = call.answered_at if call.answered_at is not None else call.invited_at
+            if last_alive is not None and last_alive >= since:
+                ended = last_alive
+            else:
+                ended = now if call.answered else call.invited_at
+            if not call.answered:
+                call.final_code = RESTART_UNANSWERED_CODE
             call.ended_at = min(ended, now)
             call.cause = "node_restart"
             self._store.delete_call(record_id)

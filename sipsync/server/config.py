@@ -17,10 +17,13 @@ class ServiceConfig:
     auth_failure_limit: int = 20
     auth_failure_window: float = 60.0
     server_header: str = "ninja-sip"
-    # Challenge order. MD5 first because many deployed UAs (SIPp 3.6, Asterisk 18.5, FreeSWITCH
-    # 1.10.6, older desk phones) read only the first WWW-Authenticate header and give up on
-    # SHA-256; SHA-256 is still offered for UAs that pick the strongest challenge they know.
-    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    # The challenges a 401/407 offers, in order. MD5 only by default: many deployed UAs (SIPp 3.6,
+    # Asterisk 18.5, FreeSWITCH 1.10.6, older desk phones) read only the first challenge, and
+    # libre-based ones (Debian 12's baresip 1.0) refuse the whole response when any challenge
+    # names an algorithm they lack, so a second SHA-256 challenge locks them out; a UA that
+    # follows RFC 8760 takes the topmost challenge it supports, MD5, anyway. ("MD5", "SHA-256")
+    # offers both; credentials computed with SHA-256 are verified either way.
+    digest_algorithms: tuple[str, ...] = ("MD5",)
     allowed_methods: tuple[str, ...] = field(default=("REGISTER", "OPTIONS", "ACK"))
     # --- the proxy ---
     # Host (and port) this node puts in Record-Route and Via: the address phones and the trunk

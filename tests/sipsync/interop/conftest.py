@@ -8,9 +8,10 @@ Every test gets its own service process on a free port with its own store, prelo
 
 SIPp and digest algorithms: SIPp 3.6.1 (Debian's sip-tester) reads only the first WWW-Authenticate
 header of a 401 and can compute MD5 (and AKAv1-MD5) only ("createAuthHeader: authentication must use
-MD5 or AKAv1-MD5" on a SHA-256-first challenge), as do many deployed phones; that is why the
-service's default order is MD5 then SHA-256. `sha256_first_service` is started with
-`--digest-algorithms SHA-256,MD5` to check that the order is configurable.
+MD5 or AKAv1-MD5" on a SHA-256-first challenge), as do many deployed phones, and Debian 12's baresip
+refuses a 401 that names SHA-256 at all; that is why the service offers MD5 alone by default.
+`sha256_first_service` is started with `--digest-algorithms SHA-256,MD5` to check that SHA-256
+can be offered, and in the configured order.
 """
 
 import contextlib

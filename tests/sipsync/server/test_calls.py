@@ -1,6 +1,7 @@
 """Rating helpers for the maximum duration, and calls in progress kept in the store."""
 
 import sqlite3
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -65,19 +66,55 @@ def start(calls, **fields):
     )  # fmt: skip
 
 
-def test_only_answered_calls_are_stored_and_the_state_round_trips(table):
+def test_calls_are_stored_from_the_invite_to_their_end_and_the_state_round_trips(table):
     calls, store, clock = table
     call = start(calls, caller_from="<sip:alice@sip.test>;tag=a", caller_route=("<sip:p1;lr>",))
     store.flush()
-    assert store.load_calls() == []  # ringing: not stored
+    [(record_id, ringing)] = store.load_calls()
+    assert record_id == call.record_id and ringing["answered_at"] is None
     call.callee_tag, call.callee_to = "b", "<sip:+27115550123@t>;tag=b"
     calls.answer(call)
     store.flush()
     [(record_id, state)] = store.load_calls()
-    assert record_id == call.record_id
+    assert record_id == call.record_id and state["answered_at"] == clock[0]
     again = call_from_state(state)
     assert call_state(again) == state
     assert again.reserved == Decimal("1.3000") and again.caller_route == ("<sip:p1;lr>",)
+    calls.end(call, code=200, cause="bye")
+    store.flush()
+    assert store.load_calls() == []
+
+
+def test_a_call_that_ends_before_the_group_commit_is_never_written(table):
+    calls, store, _ = table
+    calls.end(start(calls), code=487, cause="cancelled")
+    store.flush()
+    assert store.load_calls() == []
+
+
+@pytest.mark.parametrize(
+    ("alive_after_invite", "ended_after_invite"), [(None, 0), (-5, 0), (4, 4)], ids=["none", "stale", "noted"]
+)
+def test_a_call_ringing_at_the_restart_is_closed_out_unanswered_and_free(
+    table, alive_after_invite, ended_after_invite
+):
+    """Ended at the last keepalive if the old process noted one after the INVITE, else at the
+    INVITE (never at the restart, which may be much later); code 500, no cost."""
+    calls, store, clock = table
+    call = start(calls)
+    invited = clock[0]
+    store.flush()
+    clock[0] += 600  # restarted ten minutes later
+    last_alive = None if alive_after_invite is None else invited + alive_after_invite
+    [record] = calls.close_out_after_restart(last_alive=last_alive)
+    assert record["record_id"] == call.record_id
+    assert (record["final_code"], record["cause"], record["answered_at"]) == (500, "node_restart", None)
+    assert (record["duration"], record["billed_seconds"], record["cost"]) == (0, 0, "0.0000")
+    expected = datetime.fromtimestamp(invited + ended_after_invite, UTC)
+    assert datetime.fromisoformat(record["ended_at"].replace("Z", "+00:00")) == expected
+    assert calls.unsettled("C0000001") == 0
+    store.flush()
+    assert store.load_calls() == []
 
 
 def test_close_out_uses_the_restart_time_without_a_keepalive_and_caps_at_the_max_duration(table):

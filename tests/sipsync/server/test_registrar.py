@@ -17,17 +17,29 @@ def events(node):
     return [event for _, event in node.store.events_after(0)]
 
 
-def test_register_without_credentials_is_challenged_md5_first(node):
+def test_register_without_credentials_is_challenged_md5_only_by_default(node):
     response = Phone(node, "alice", "x").send(Phone(node, "alice", "x").request())
     assert response.status == 401
     challenges = response.headers.get_all("WWW-Authenticate")
-    assert [("SHA-256" in c, "MD5" in c) for c in challenges] == [(False, True), (True, False)]
+    assert [("SHA-256" in c, "MD5" in c) for c in challenges] == [(False, True)]
     assert all(f'realm="{REALM}"' in c and 'qop="auth"' in c for c in challenges)
     assert events(node) == []  # a challenge is not a rejection
 
 
+def test_sha256_is_challenged_when_configured(make_node):
+    accounts = [document_for_password("alice", REALM, "Alice-Passw0rd")]
+    node = make_node(accounts, digest_algorithms=("MD5", "SHA-256"))
+    phone = Phone(node, "alice", "x")
+    challenges = phone.send(phone.request()).headers.get_all("WWW-Authenticate")
+    assert [("SHA-256" in c, "MD5" in c) for c in challenges] == [(False, True), (True, False)]
+
+
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
-def test_right_password_registers_the_contact(node, algorithm):
+def test_right_password_registers_the_contact(make_node, algorithm):
+    node = make_node(
+        [document_for_password("alice", REALM, "Alice-Passw0rd", max_contacts=2)],
+        digest_algorithms=("MD5", "SHA-256"),
+    )
     phone = Phone(node, "alice", "Alice-Passw0rd")
     response = phone.register(algorithm=algorithm)
     assert response.status == 200
