@@ -188,3 +188,11 @@ class CallFilterForm(forms.Form):
             "outcome": data.get("outcome") or "",
             "number": data.get("number") or "",
         }
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=100,
+        help_text="What will use the key, e.g. “CRM integration”: it tells keys apart when you revoke one.",
+    )

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal import views
+from portal import key_views, views
 
 _reset = views.password_reset_urls()
 
@@ -34,6 +34,9 @@ urlpatterns = [
     ),
     path("caller-ids/", views.caller_ids, name="caller-ids"),
     path("diagnostics/", views.diagnostics, name="diagnostics"),
+    path("api-keys/", key_views.api_key_list, name="api-keys"),
+    path("api-keys/<int:key_id>/once/", key_views.api_key_once, name="api-key-once"),
+    path("api-keys/<int:key_id>/revoke/", key_views.api_key_revoke, name="api-key-revoke"),
     path("admin/", admin.site.urls),
     path("api/", include("portal.api_urls")),
     path("billing/", include("billing.urls")),

@@ -296,3 +296,28 @@ def test_calls_and_money(browser, live_server):
             _shot(driver, name)
     finally:
         driver.set_window_size(1280, 900)
+
+
+def test_api_key_created_copied_and_revoked(browser, live_server):
+    from accounts import api_keys
+    from accounts.models import ApiKey
+
+    driver = browser
+    customer = CustomerFactory(name="Integrator Ltd")
+    customer_user(customer, username="integrator")
+    _sign_in(driver, live_server, "integrator")
+    driver.find_element(_by("LINK_TEXT"), "API keys").click()
+    driver.find_element(_by("ID"), "id_name").send_keys("CRM integration")
+    _submit(driver)
+    plaintext = driver.find_element(_by("CSS_SELECTOR"), "[data-testid=one-time-key]").text
+    assert api_keys.api_key_authenticate(plaintext) == ApiKey.objects.get(customer=customer)
+    driver.find_element(_by("CSS_SELECTOR"), "button[data-copy]").click()
+    _shot(driver, "17-api-key-once")
+    driver.refresh()
+    assert plaintext not in driver.page_source
+    driver.find_element(_by("LINK_TEXT"), "Back to the API keys").click()
+    driver.execute_script("window.confirm = function () { return true; };")
+    _submit(driver, "form[data-confirm] button[type=submit]")
+    assert "Revoked “CRM integration”" in _text(driver)
+    assert api_keys.api_key_authenticate(plaintext) is None
+    _shot(driver, "18-api-keys")

@@ -39,3 +39,9 @@ document.addEventListener("DOMContentLoaded", function () {
   radios.forEach(function (radio) { radio.addEventListener("change", sync); });
   sync();
 });
+
+// Forms that undo something ask first: <form data-confirm="Question?">.
+document.addEventListener("submit", function (event) {
+  var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+  if (question && !window.confirm(question)) event.preventDefault();
+});
