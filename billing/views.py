@@ -22,7 +22,7 @@ from accounts import selectors as account_selectors
 from billing import selectors, statements
 from portal.charts import bar_chart
 from portal.errors import NotFound, PermissionDenied
-from portal.explanations import explain
+from portal.explanations import call_outcome
 from portal.forms import CallFilterForm
 from portal.tenancy import tenant_of
 from portal.views import PAGE_SIZE, customer_page
@@ -63,20 +63,11 @@ def call_history(request: HttpRequest) -> HttpResponse:
         "form": form,
         "invalid": invalid,
         "page": page,
-        "rows": [(call, _outcome(call)) for call in page.object_list],
+        "rows": [(call, call_outcome(call)) for call in page.object_list],
         "query": query.urlencode(),
         "currency": request.customer.currency,
     }
     return render(request, "billing/calls.html", context)
-
-
-def _outcome(call) -> str:
-    """Plain words for how a call ended (the same wording as "Why did my call fail?")."""
-    if call.disposition == "answered":
-        return "Answered"
-    if call.disposition == "cancelled":
-        return "Cancelled by the caller"
-    return explain(cause=call.cause, code=call.final_code).title
 
 
 class _Echo:

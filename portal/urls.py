@@ -17,6 +17,7 @@ urlpatterns = [
     path("password-reset/done/", _reset["password_reset_complete"], name="password_reset_complete"),
     path("sip-accounts/", views.account_list, name="account-list"),
     path("sip-accounts/new/", views.account_create, name="account-create"),
+    path("sip-accounts/live.json", views.account_registration_states, name="account-registration-states"),
     path("sip-accounts/<int:account_id>/", views.account_detail, name="account-detail"),
     path("sip-accounts/<int:account_id>/edit/", views.account_edit, name="account-edit"),
     path("sip-accounts/<int:account_id>/password/", views.account_set_password, name="account-password"),

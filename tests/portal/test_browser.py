@@ -207,6 +207,9 @@ def test_customer_journey(browser, live_server):
     try:
         driver.get(live_server.url + "/")
         assert "Wrong password" in _text(driver)
+        # The live column is filled after the page loads; no node answers in these tests.
+        live = driver.find_element(_by("CSS_SELECTOR"), f"[data-registration='{account.pk}'] [data-state]")
+        assert live.get_attribute("data-state") == "unknown" and "could not be reached" in live.text
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
         _shot(driver, "11-dashboard-phone")
     finally:
