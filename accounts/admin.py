@@ -8,8 +8,11 @@ HA1 digests are never displayed.
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
+from django.urls import reverse
+from django.utils.html import format_html
 
 from accounts import api_keys, services
+from accounts.choices import CustomerStatus
 from accounts.models import ApiKey, CallerId, Customer, Membership, SipAccount, SipAccountCodec
 from portal import audit
 from portal.errors import ApplicationError
@@ -18,29 +21,101 @@ from portal.models import AuditAction
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
+    """Customers are created, changed and suspended through the services, so that every change
+    reaches the SIP service (the outbox) and the audit log."""
+
     list_display = ("account_number", "name", "status", "country_code", "currency", "created_at")
     list_filter = ("status",)
     search_fields = ("account_number", "name")
-    fields = ("account_number", "name", "status", "country_code", "national_prefix", "currency", "rate_plan")
-    readonly_fields = ("account_number",)
+    fields = (
+        "account_number",
+        "name",
+        "status",
+        "country_code",
+        "national_prefix",
+        "currency",
+        "rate_plan",
+        "money",
+    )
+    readonly_fields = ("account_number", "money")
+    actions = ["suspend", "reactivate"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.readonly_fields
+        # Status by the actions (pushed and audited); currency fixed once the ledger exists.
+        return (*self.readonly_fields, "status", "currency")
+
+    @admin.display(description="Money")
+    def money(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        return format_html(
+            '<a href="{}">Statement</a> · <a href="{}?customer__id__exact={}">Ledger</a> · '
+            '<a href="{}?customer={}">Load credit</a> · <a href="{}?customer__id__exact={}">Calls</a>',
+            reverse("billing:statement", args=[obj.pk]),
+            reverse("admin:billing_ledgerentry_changelist"),
+            obj.pk,
+            reverse("admin:billing_creditload_add"),
+            obj.pk,
+            reverse("admin:billing_callrecord_changelist"),
+            obj.pk,
+        )
 
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
+            changed = {field: form.cleaned_data[field] for field in form.changed_data}
+            with transaction.atomic():
+                services.customer_update(customer=obj, data=changed)
+                if changed:
+                    audit.record(
+                        actor=request.user,
+                        action=AuditAction.CUSTOMER_CHANGED,
+                        obj=obj,
+                        details={"changed": changed},
+                    )
             return
-        created = services.customer_create(
-            name=obj.name,
-            country_code=obj.country_code,
-            national_prefix=obj.national_prefix,
-            currency=obj.currency,
-        )
-        created.rate_plan = obj.rate_plan
-        created.status = obj.status
-        created.save(update_fields=["rate_plan", "status"])
+        with transaction.atomic():
+            created = services.customer_create(
+                name=obj.name,
+                country_code=obj.country_code,
+                national_prefix=obj.national_prefix,
+                currency=obj.currency,
+            )
+            if obj.rate_plan is not None:
+                services.customer_update(customer=created, data={"rate_plan": obj.rate_plan})
+            if obj.status != created.status:
+                services.customer_set_status(customer=created, status=obj.status)
+            audit.record(actor=request.user, action=AuditAction.CUSTOMER_CREATED, obj=created)
         obj.pk, obj.account_number = created.pk, created.account_number
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def _set_status(self, request, queryset, status: str) -> None:
+        changed = 0
+        for customer in queryset:
+            if customer.status == status:
+                continue
+            previous = customer.status
+            with transaction.atomic():
+                services.customer_set_status(customer=customer, status=status)
+                audit.record(
+                    actor=request.user,
+                    action=AuditAction.CUSTOMER_STATUS_CHANGED,
+                    obj=customer,
+                    details={"from": previous, "to": status},
+                )
+            changed += 1
+        self.message_user(request, f"{changed} customer(s) now {CustomerStatus(status).label.lower()}.")
+
+    @admin.action(description="Suspend (their phones are refused with 403 until reactivated)")
+    def suspend(self, request, queryset):
+        self._set_status(request, queryset, CustomerStatus.SUSPENDED)
+
+    @admin.action(description="Reactivate")
+    def reactivate(self, request, queryset):
+        self._set_status(request, queryset, CustomerStatus.ACTIVE)
 
 
 @admin.register(Membership)
@@ -227,9 +302,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             return
         customer = form.cleaned_data.get("customer")
-        issued = api_keys.api_key_create(
-            name=form.cleaned_data["name"], customer=customer, user=None if customer else request.user
-        )
+        with transaction.atomic():
+            issued = api_keys.api_key_create(
+                name=form.cleaned_data["name"], customer=customer, user=None if customer else request.user
+            )
+            audit.record(
+                actor=request.user,
+                action=AuditAction.API_KEY_CREATED,
+                obj=issued.key,
+                details={"name": issued.key.name, "prefix": issued.key.prefix},
+            )
         obj.pk = issued.key.pk
         self.message_user(
             request,
@@ -240,5 +322,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request, queryset):
         for key in queryset:
-            api_keys.api_key_revoke(key=key)
+            with transaction.atomic():
+                if key.revoked_at is None:
+                    audit.record(
+                        actor=request.user,
+                        action=AuditAction.API_KEY_REVOKED,
+                        obj=key,
+                        details={"name": key.name, "prefix": key.prefix},
+                    )
+                api_keys.api_key_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")

@@ -95,6 +95,39 @@ def customer_set_status(*, customer: Customer, status: str) -> Customer:
     return customer
 
 
+CUSTOMER_EDITABLE = ("name", "country_code", "national_prefix", "rate_plan")
+
+
+def customer_update(*, customer: Customer, data: dict) -> Customer:
+    """Change a customer's name, dial plan or rate plan, and push the customer to the SIP service.
+
+    The status changes only through `customer_set_status`; the currency never changes once the
+    customer exists (its ledger is in that currency).
+    """
+    unknown = sorted(set(data) - set(CUSTOMER_EDITABLE))
+    if unknown:
+        raise ApplicationError(
+            f"These customer fields cannot be changed here: {', '.join(unknown)}.",
+            field_errors={field: ["Cannot be changed here."] for field in unknown},
+        )
+    if "name" in data:
+        data = {**data, "name": (data["name"] or "").strip()}
+        if not data["name"]:
+            raise ApplicationError(
+                "A customer needs a name.", field_errors={"name": ["This field is required."]}
+            )
+    if "country_code" in data:
+        _require_format("country_code", data["country_code"], r"[1-9][0-9]{0,2}", "1 to 3 digits, e.g. 27")
+    if "national_prefix" in data:
+        _require_format("national_prefix", data["national_prefix"], r"[0-9]{0,2}", "up to 2 digits, e.g. 0")
+    for field, value in data.items():
+        setattr(customer, field, value)
+    with transaction.atomic():
+        customer.save(update_fields=[*data, "updated_at"])
+        outbox.enqueue_customer(customer)
+    return customer
+
+
 def customer_user_create(
     *, customer: Customer, username: str, email: str, password: str, role: str = MemberRole.MANAGER
 ):

@@ -266,7 +266,13 @@ class CallRecordAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Rate again (after fixing the rates)")
     def retry_rating(self, request, queryset):
-        report = services.call_records_rate(queryset.filter(rated=False).values_list("pk", flat=True))
+        ids = list(queryset.filter(rated=False).values_list("pk", flat=True))
+        report = services.call_records_rate(ids)
+        audit.record(
+            actor=request.user,
+            action=AuditAction.CALL_RATING_RETRIED,
+            details={"records": len(ids), "charged": report.charged, "errors": report.errors},
+        )
         messages.info(
             request,
             f"Charged {report.charged}, free {report.free}, still not rateable {report.errors}, "

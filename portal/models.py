@@ -17,6 +17,7 @@ class AuditAction(models.TextChoices):
     API_KEY_REVOKED = "api_key_revoked", "API key revoked"
     CUSTOMER_CREATED = "customer_created", "Customer created"
     CUSTOMER_STATUS_CHANGED = "customer_status_changed", "Customer status changed"
+    CUSTOMER_CHANGED = "customer_changed", "Customer changed"
     CALL_RATING_RETRIED = "call_rating_retried", "Call records rated again"
     OTHER = "other", "Other"
 

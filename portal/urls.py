@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal import key_views, views
+from portal import key_views, staff_search, views
 
 _reset = views.password_reset_urls()
 
@@ -38,6 +38,7 @@ urlpatterns = [
     path("api-keys/", key_views.api_key_list, name="api-keys"),
     path("api-keys/<int:key_id>/once/", key_views.api_key_once, name="api-key-once"),
     path("api-keys/<int:key_id>/revoke/", key_views.api_key_revoke, name="api-key-revoke"),
+    path("admin/search/", admin.site.admin_view(staff_search.search_view), name="staff-search"),
     path("admin/", admin.site.urls),
     path("api/", include("portal.api_urls")),
     path("billing/", include("billing.urls")),
