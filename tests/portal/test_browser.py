@@ -324,3 +324,54 @@ def test_api_key_created_copied_and_revoked(browser, live_server):
     assert "Revoked “CRM integration”" in _text(driver)
     assert api_keys.api_key_authenticate(plaintext) is None
     _shot(driver, "18-api-keys")
+
+
+def test_staff_approve_a_caller_id_and_load_credit_then_the_customer_sees_both(browser, live_server):
+    from billing.selectors import customer_balance
+
+    driver = browser
+    customer = CustomerFactory(name="Approved Ltd")
+    customer_user(customer, username="approved")
+    caller_id = account_services.caller_id_request(customer=customer, number="0115550123")
+    StaffFactory(username="operator", is_superuser=True)
+
+    driver.delete_all_cookies()
+    driver.get(live_server.url + "/admin/login/")
+    driver.find_element(_by("ID"), "id_username").send_keys("operator")
+    driver.find_element(_by("ID"), "id_password").send_keys("correct horse battery")
+    _submit(driver, "form input[type=submit]")
+    driver.find_element(_by("ID"), "staff-search-q").send_keys("Approved")
+    _submit(driver, "form[role=search] input[type=submit]")
+    assert "Approved Ltd" in _text(driver)
+    _shot(driver, "19-staff-search")
+
+    # Approve the caller ID with the list action.
+    driver.get(live_server.url + "/admin/accounts/callerid/?status__exact=pending")
+    driver.find_element(_by("CSS_SELECTOR"), f"input[name=_selected_action][value='{caller_id.pk}']").click()
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(_by("NAME"), "action")).select_by_value("approve")
+    _submit(driver, "button[name=index]")
+    assert "Approved 1 caller ID(s)." in _text(driver)
+
+    # Load credit; submitting the same form twice (a double click, a resend) loads once.
+    driver.get(f"{live_server.url}/admin/billing/creditload/add/?customer={customer.pk}")
+    driver.find_element(_by("ID"), "id_amount").send_keys("250.00")
+    driver.find_element(_by("ID"), "id_reference").send_keys("EFT-2026-11")
+    _shot(driver, "20-staff-credit-load")
+    # The first of two clicks, as the browser would send it, then the second.
+    driver.execute_async_script(
+        "const done = arguments[0]; const form = document.getElementById('creditload_form');"
+        "fetch(location.href, {method: 'POST', body: new FormData(form), credentials: 'same-origin'})"
+        ".then(() => done(), () => done());"
+    )
+    _submit(driver, "input[name=_save]")
+    assert customer_balance(customer=customer) == 250
+
+    _sign_in(driver, live_server, "approved")
+    assert driver.find_element(_by("CSS_SELECTOR"), "[data-testid=balance]").text == "250.00 ZAR"
+    driver.find_element(_by("LINK_TEXT"), "Caller IDs").click()
+    row = driver.find_element(_by("CSS_SELECTOR"), "[data-testid='caller-id-+27115550123']")
+    assert "Approved" in row.text
+    driver.find_element(_by("LINK_TEXT"), "Money").click()
+    assert "EFT-2026-11" in _text(driver)
