@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from billing import selectors, services
 from billing.choices import CallDisposition
+from billing.models import CallRecord
 from billing.rating import rate_record
 from tests.billing.conftest import make_record
 from tests.factories import CustomerFactory, StaffFactory, customer_user, sip_account
@@ -131,7 +132,8 @@ def test_call_history_csv_is_the_whole_filtered_set_streamed(client, customer, m
     rated = _call(customer, account, at=_local(2026, 3, 2), record_id="rated", number="+447700900123")
     rate_record(rated.pk)
     _call(customer, account, at=_local(2026, 3, 3), record_id="busy", answered=False)
-    _call(customer, account, at=_local(2026, 3, 3), record_id="evil", number="=cmd|' /C calc'!A0")
+    evil = _call(customer, account, at=_local(2026, 3, 3), record_id="evil")
+    CallRecord.objects.filter(pk=evil.pk).update(dialled_number="=cmd|' /C calc'!A0", normalised_number="")
     response = client.get(reverse("billing:calls-csv"), {"outcome": "answered"})
     assert response.streaming and response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
