@@ -335,7 +335,17 @@ def account_registrations(request: HttpRequest, account_id: int) -> HttpResponse
         }
         for answer in live.registrations(aor)
     ]
-    return render(request, "portal/registrations.html", {"account": account, "nodes": nodes})
+    last_failure = (
+        sync_selectors.sip_event_list(tenant=request.tenant, account_id=account.pk)
+        .filter(method="REGISTER")
+        .first()
+    )
+    context = {
+        "account": account,
+        "nodes": nodes,
+        "last_failure": _explained([last_failure]) if last_failure is not None else [],
+    }
+    return render(request, "portal/registrations.html", context)
 
 
 def _subscriptions_seen_from(aor: str, answer: "live.NodeAnswer | None") -> dict | None:

@@ -336,6 +336,20 @@ def test_registrations_tolerate_a_node_that_is_down(client, customer, member, se
     assert b"could not be reached" in response.content
 
 
+def test_live_status_shows_the_last_failed_registration_with_its_reason(client, customer, member, settings):
+    settings.SIP_NODES = []
+    account = sip_account(customer, "1001").account
+    url = reverse("account-registrations", args=[account.pk])
+    assert b"No refused registration recorded" in client.get(url).content
+    for cause, code in (("unknown_user", 404), ("bad_password", 403)):  # oldest first
+        SipEvent.objects.filter(pk=_event(account, cause, code).pk).update(method="REGISTER")
+    _event(account, "callee_busy", 486)  # a call, not a registration
+    page = client.get(url).content.decode()
+    failure = page.split("Last failed registration")[1]
+    assert "Wrong password" in failure and "How to fix it:" in failure
+    assert "Unknown SIP username" not in failure and "busy" not in failure
+
+
 def test_registrations_listed_from_a_live_node(client, customer, member, settings, monkeypatch):
     settings.SIP_NODES = ["http://node-a:5080", "http://node-b:5080"]
     account = sip_account(customer, "1001").account
