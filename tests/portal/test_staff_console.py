@@ -3,6 +3,7 @@
 the front page, API keys and rating retries in the audit log."""
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from accounts import api_keys
@@ -47,10 +48,14 @@ def test_suspending_a_customer_reaches_the_sip_service_and_the_audit_log(client,
     entry = AuditLogEntry.objects.get(action=AuditAction.CUSTOMER_STATUS_CHANGED)
     assert entry.actor == staff and entry.customer == customer
     assert entry.details == {"from": "active", "to": "suspended"}
+    customer_client = Client()
+    customer_client.force_login(customer_user(customer))
+    assert "Your account is suspended." in customer_client.get(reverse("dashboard")).content.decode()
     client.post(
         reverse("admin:accounts_customer_changelist"),
         {"action": "reactivate", "_selected_action": [customer.pk]},
     )
+    assert b"customer-status" not in customer_client.get(reverse("dashboard")).content
     customer.refresh_from_db()
     assert customer.status == "active"
     assert documents.build_document(DocumentKind.ACCOUNT, account.pk)["enabled"] is True
