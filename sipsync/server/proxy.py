@@ -59,8 +59,10 @@ NOTIFYs come back the same way. The transferee then sends a new INVITE of its ow
 reads ``Referred-By`` (see :mod:`sipsync.server.policy`), so a transfer cannot borrow the
 transferor's permissions, caller ID or credit.
 
-After a restart the dialogs of calls answered before it are not restored: in-dialog requests for
-them (a BYE) get 481, and the node closes their records out at start-up (cause ``node_restart``).
+After a restart the dialogs of calls in progress before it are not restored: in-dialog requests
+for them (a BYE) get 481, and the node closes their records out at start-up (cause
+``node_restart``): an answered call with the duration known up to the last time it was seen, a
+call still ringing as failed with code 500.
 
 Not in this pass: calls coming in from the
 trunk, strict-routing previous hops, DNS (RFC 3263) for next hops with host names (resolved with a
