@@ -2,8 +2,9 @@
 
 The service keeps what the portal pushes (account provisioning documents), the
 registrar's bindings, the event subscriptions it notifies, the calls in progress,
-its outgoing event spool and a little key/value state in one SQLite file, so it keeps enforcing the last known state while the portal is
-down and so that answered REGISTERs survive a crash.
+its outgoing event spool and a little key/value state in one SQLite file, so it
+keeps enforcing the last known state while the portal is down and so that
+answered REGISTERs survive a crash.
 
 Contract (write-behind queue, one transaction per flush)
 --------------------------------------------------------
