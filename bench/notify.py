@@ -261,6 +261,7 @@ async def run(args: argparse.Namespace, node: reg.Server, watched: list[str], wa
 
     await asyncio.gather(*(one(p, w[1:]) for p in phones for w in watched))
     subscriptions = len(phones) * len(watched)
+    await asyncio.sleep(0.5)  # the last initial NOTIFYs (sent after their 200)
     say(f"{subscriptions} subscriptions set up in {time.monotonic() - started:.1f} s "
         f"({counters.notifies} initial NOTIFYs answered)")  # fmt: skip
 

@@ -129,6 +129,7 @@ class SipNode:
             try:
                 self.location.expire()
                 self._note_alive()
+                self.notifier.save()
                 if self.store.pending:
                     self.service.flush()
             except Exception:
@@ -152,6 +153,7 @@ class SipNode:
                 await self._housekeeping
         self.proxy.close()
         await self.transports.close()
+        self.notifier.save()
         self.service.flush()
         self.checkpointer.stop()
         self.store.checkpoint()

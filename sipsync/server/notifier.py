@@ -32,8 +32,10 @@ target account is removed ``terminated;reason=noresource``; one whose subscriber
 disabled, or whose target moved to another customer, ``terminated;reason=rejected``.
 
 Persistence: every subscription's state (dialog, route, flow, expiry, and the CSeq and
-dialog-info version of the last NOTIFY) is queued into the store's ``subscriptions`` table and
-written with the next group commit; at start-up the live ones are restored with their CSeq and
+dialog-info version of the last NOTIFY) is queued into the store's ``subscriptions`` table when
+it is created or refreshed, and the CSeq and version again by :meth:`Notifier.save` before the
+node's next housekeeping flush (at most every half second, one row per subscription however many
+NOTIFYs it got), and written with the next group commit; at start-up the live ones are restored with their CSeq and
 version moved on by :data:`RESTART_MARGIN` (NOTIFYs sent after the last commit before a crash
 must not be repeated with the same numbers). Over TCP the flow is gone after a restart: the first
 NOTIFY then fails and the subscription ends, and the phone subscribes again on its next refresh.
@@ -113,6 +115,7 @@ class Notifier:
         # the calls of each extension, as its busy lamp shows them: aor -> (call-id, direction) -> view
         self._dialogs: dict[str, dict[tuple[str, str], DialogView]] = {}
         self.notifies_sent = 0
+        self._unsaved: dict[str, Subscription] = {}  # notified since the last save()
         accounts.listeners.append(self.account_changed)
         calls.observer = self.call_changed
         proxy.attach_notifier(self)
@@ -348,7 +351,7 @@ class Notifier:
             return
         request = Request("NOTIFY", uri, headers, body)
         if terminated is None and self.table.get(subscription.id) is subscription:
-            self._persist(subscription)
+            self._unsaved[subscription.id] = subscription  # CSeq and version: see save()
         subscription_id, cseq = subscription.id, subscription.cseq
         self.notifies_sent += 1
         self._proxy.send_request(request, hop, lambda status: self._answered(subscription_id, cseq, status))
@@ -401,6 +404,7 @@ class Notifier:
         if subscription.timer is not None:
             self._proxy.layer.timers.cancel(subscription.timer, "expires")
             subscription.timer = None
+        self._unsaved.pop(subscription.id, None)
         if self.table.remove(subscription):
             self._store.delete_subscription(subscription.id)
 
@@ -412,7 +416,17 @@ class Notifier:
         self._persist(subscription)
 
     def _persist(self, subscription: Subscription) -> None:
+        self._unsaved.pop(subscription.id, None)
         self._store.put_subscription(subscription.id, subscription.state())
+
+    def save(self) -> None:
+        """Queue the CSeq and version of every subscription notified since the last call (the
+        node calls this before each housekeeping flush): one row per subscription however many
+        NOTIFYs it got meanwhile, and :data:`RESTART_MARGIN` covers what a crash loses."""
+        unsaved, self._unsaved = self._unsaved, {}
+        for subscription in unsaved.values():
+            if self.table.get(subscription.id) is subscription:
+                self._store.put_subscription(subscription.id, subscription.state())
 
     # --- what changes the state ----------------------------------------------------------------
 

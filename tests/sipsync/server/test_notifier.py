@@ -268,6 +268,7 @@ def test_subscriptions_survive_a_restart(events_world):
     _, notifies = split(mwi.subscribe(expires=3600))
     initial = only(notifies)
     ok(alice, initial)
+    node.notifier.save()  # what housekeeping does before each flush
     node.service.flush()
     node.store.close()
     again = SipNode(
