@@ -226,19 +226,21 @@ class Phone(asyncio.DatagramProtocol):
 # --- the phases --------------------------------------------------------------------------------------
 
 
-async def measure(node: reg.Server, args: argparse.Namespace, count, work) -> tuple[float, float, float]:
+async def measure(
+    node: reg.Server, args: argparse.Namespace, count, work
+) -> tuple[float, float, float, float]:
     """Run ``work`` (a coroutine function taking a stop event); returns (messages/s, node CPU s per
-    message, node CPU share) over the window after the warm-up."""
+    message, node CPU share, this script's CPU share) over the window after the warm-up."""
     stop = asyncio.Event()
     task = asyncio.create_task(work(stop))
     await asyncio.sleep(args.warmup)
-    first, cpu0, t0 = count(), node.cpu(), time.monotonic()
+    first, cpu0, own0, t0 = count(), node.cpu(), time.process_time(), time.monotonic()
     await asyncio.sleep(args.duration)
-    done, cpu1, t1 = count() - first, node.cpu(), time.monotonic()
+    done, cpu1, own1, t1 = count() - first, node.cpu(), time.process_time(), time.monotonic()
     stop.set()
     await task
     elapsed = t1 - t0
-    return done / elapsed, (cpu1 - cpu0) / max(done, 1), (cpu1 - cpu0) / elapsed
+    return done / elapsed, (cpu1 - cpu0) / max(done, 1), (cpu1 - cpu0) / elapsed, (own1 - own0) / elapsed
 
 
 async def run(args: argparse.Namespace, node: reg.Server, watched: list[str], watchers: list[str]) -> None:
@@ -289,12 +291,14 @@ async def run(args: argparse.Namespace, node: reg.Server, watched: list[str], wa
             await asyncio.gather(*(pusher() for _ in range(args.inflight)))
 
     retrans0 = counters.retransmitted
-    notify_rate, notify_cpu, notify_share = await measure(node, args, lambda: counters.notifies, push_loop)
+    notify = await measure(node, args, lambda: counters.notifies, push_loop)
+    notify_rate, notify_cpu, notify_share, notify_own = notify
     await asyncio.sleep(1.0)  # the last NOTIFYs answered
     retransmitted = counters.retransmitted - retrans0
     say(f"NOTIFY: {notify_rate:,.0f}/s to {subscriptions} BLF subscribers ({len(watched)} extensions "
         f"x {len(phones)} watchers), {pushes} pushes; node CPU {notify_cpu * 1e6:,.0f} us per NOTIFY, "
-        f"CPU share {notify_share:.0%}; retransmitted NOTIFYs {retransmitted}")  # fmt: skip
+        f"CPU share {notify_share:.0%}; retransmitted NOTIFYs {retransmitted}; "
+        f"phones and pusher CPU share {notify_own:.0%}")  # fmt: skip
 
     async def options_loop(stop: asyncio.Event) -> None:
         for phone in phones:
@@ -305,13 +309,13 @@ async def run(args: argparse.Namespace, node: reg.Server, watched: list[str], wa
         for phone in phones:
             phone.options_left = 0
 
-    options_rate, options_cpu, options_share = await measure(
+    options_rate, options_cpu, options_share, options_own = await measure(
         node, args, lambda: counters.options, options_loop
     )
     await asyncio.sleep(0.5)
     say(f"OPTIONS (reference): {options_rate:,.0f}/s from {len(phones)} phones "
         f"x {args.options_inflight} in flight; node CPU {options_cpu * 1e6:,.0f} us per OPTIONS, "
-        f"CPU share {options_share:.0%}")  # fmt: skip
+        f"CPU share {options_share:.0%}; phones CPU share {options_own:.0%}")  # fmt: skip
     say(f"ratio NOTIFY/OPTIONS: rate {notify_rate / options_rate:.2f}, node CPU per message "
         f"{notify_cpu / options_cpu:.2f}")  # fmt: skip
 

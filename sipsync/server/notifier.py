@@ -35,10 +35,11 @@ Persistence: every subscription's state (dialog, route, flow, expiry, and the CS
 dialog-info version of the last NOTIFY) is queued into the store's ``subscriptions`` table when
 it is created or refreshed, and the CSeq and version again by :meth:`Notifier.save` before the
 node's next housekeeping flush (at most every half second, one row per subscription however many
-NOTIFYs it got), and written with the next group commit; at start-up the live ones are restored with their CSeq and
-version moved on by :data:`RESTART_MARGIN` (NOTIFYs sent after the last commit before a crash
-must not be repeated with the same numbers). Over TCP the flow is gone after a restart: the first
-NOTIFY then fails and the subscription ends, and the phone subscribes again on its next refresh.
+NOTIFYs it got), and written with the next group commit. At start-up the live ones are restored
+with their CSeq and version moved on by :data:`RESTART_MARGIN` (NOTIFYs sent after the last
+commit before a crash must not be repeated with the same numbers). Over TCP the flow is gone
+after a restart: the first NOTIFY then fails and the subscription ends, and the phone subscribes
+again on its next refresh.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from sipsync.server.packages import (
 from sipsync.server.subscriptions import Subscription, SubscriptionTable
 from sipsync.sip.errors import SipParseError
 from sipsync.sip.message import Headers, Request
-from sipsync.sip.uri import NameAddr, SipUri
+from sipsync.sip.uri import NameAddr
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.accounts import Account, AccountTable
@@ -325,31 +326,27 @@ class Notifier:
             log.info("no way to reach %s for subscription %s: dropped", subscription.contact, subscription.id)
             self._drop(subscription)
             return
-        headers = Headers()
-        headers.add("Via", self._proxy.via(hop.transport))
-        headers.add("Max-Forwards", "70")
-        for route in subscription.routes:
-            headers.add("Route", route)
-        headers.add("From", subscription.local)
-        headers.add("To", subscription.remote)
-        headers.add("Call-ID", subscription.call_id)
-        headers.add("CSeq", f"{subscription.cseq} NOTIFY")
-        headers.add("Contact", self._proxy.contact(subscription.transport))
-        event = (
-            subscription.event
-            if subscription.event_id is None
-            else f"{subscription.event};id={subscription.event_id}"
+        event = subscription.event
+        if subscription.event_id is not None:
+            event = f"{event};id={subscription.event_id}"
+        contact = self._proxy.contact(subscription.transport)
+        headers = Headers.from_trusted(
+            [
+                ("Via", self._proxy.via(hop.transport)),
+                ("Max-Forwards", "70"),
+                *(("Route", route) for route in subscription.routes),
+                ("From", subscription.local),
+                ("To", subscription.remote),
+                ("Call-ID", subscription.call_id),
+                ("CSeq", f"{subscription.cseq} NOTIFY"),
+                ("Contact", contact),
+                ("Event", event),
+                ("Subscription-State", state),
+                ("Content-Type", package.content_type),
+                ("User-Agent", self._config.server_header),
+            ]
         )
-        headers.add("Event", event)
-        headers.add("Subscription-State", state)
-        headers.add("Content-Type", package.content_type)
-        headers.add("User-Agent", self._config.server_header)
-        try:
-            uri = SipUri.parse(subscription.contact)
-        except SipParseError:
-            self._drop(subscription)
-            return
-        request = Request("NOTIFY", uri, headers, body)
+        request = Request("NOTIFY", subscription.contact, headers, body)  # a URI parsed at SUBSCRIBE
         if terminated is None and self.table.get(subscription.id) is subscription:
             self._unsaved[subscription.id] = subscription  # CSeq and version: see save()
         subscription_id, cseq = subscription.id, subscription.cseq
