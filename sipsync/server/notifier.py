@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 
 from sipsync.server.causes import Cause, Reply, reject
 from sipsync.server.packages import (
+    ALLOW_EVENTS,
     DIALOG,
     MESSAGE_SUMMARY,
     PACKAGES,
@@ -78,7 +79,6 @@ __all__ = ["ALLOW_EVENTS", "Notifier", "RESTART_MARGIN"]
 
 log = logging.getLogger("sipsync.notifier")
 
-ALLOW_EVENTS = ", ".join(PACKAGES)
 RESTART_MARGIN = 1000
 
 

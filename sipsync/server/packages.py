@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
 __all__ = [
+    "ALLOW_EVENTS",
     "DIALOG",
     "MESSAGE_SUMMARY",
     "PACKAGES",
@@ -46,6 +47,9 @@ PACKAGES: dict[str, Package] = {
     MESSAGE_SUMMARY: Package(MESSAGE_SUMMARY, "application/simple-message-summary", 3600),
     DIALOG: Package(DIALOG, "application/dialog-info+xml", 3600),
 }
+
+
+ALLOW_EVENTS = ", ".join(PACKAGES)
 
 
 def message_summary(account_uri: str, new: int, old: int) -> bytes:

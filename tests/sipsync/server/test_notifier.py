@@ -183,6 +183,8 @@ def test_mwi_subscribe_notify_change_refresh_and_unsubscribe(events_world):
 
 def test_unsupported_event_is_489_with_the_packages_offered(events_world):
     node, alice, _, _, _ = events_world()
+    options = Subscriber(alice, "alice", "x").request().to_bytes().replace(b"SUBSCRIBE", b"OPTIONS")
+    assert only(alice.send(options), 200).headers.get("Allow-Events") == "message-summary, dialog"
     response = only(alice.send(Subscriber(alice, "alice", "presence").request(600)), 489)
     assert response.headers.get("Allow-Events") == "message-summary, dialog"
     event = events(node)[-1]
