@@ -23,6 +23,8 @@ Endpoints (JSON in and out; versions are integers; every push is idempotent)::
             "digests": {"accounts": hex, "customers": hex, "rate_plans": hex}, "digest": hex}
     GET    /v1/registrations[?aor=user@realm | ?after=AOR&limit=N]
         -> {"registrations": [binding, ...], "next": AOR | null}
+    GET    /v1/subscriptions?aor=user@realm
+        -> {"subscriptions": [subscription, ...]}   (those the account holds and those watching it)
     GET    /v1/events?after=ID&limit=N   -> {"events": [{"id": ID, ...event}], "next": ID, "more": bool}
     POST   /v1/events/ack {"upto": ID}   -> {"acked": ID}
     GET    /v1/records?after=ID&limit=N  -> {"records": [{"id": ID, ...record}], "next": ID, "more": bool}
@@ -33,6 +35,14 @@ A push whose version is not newer than the one held is not an error: 200 with
 ``"applied": false`` (and ``held_version`` says what is held).  A change is
 flushed to the local store before the answer (durable); if that fails the
 answer is 500 ``store_failure`` and the push should be retried.
+
+A subscription::
+
+    {"id": "9f2c...", "event": "dialog", "subscriber": "alice@sip.test", "target": "bob@sip.test",
+     "contact": "sip:alice@10.0.0.2:5062", "source": "198.51.100.7:5062", "transport": "UDP",
+     "expires_at": 1795000000.5, "expires_in": 3599}
+
+``expires_at`` is epoch seconds.
 
 Errors are always ``{"error": {"code": ..., "message": ...}}``: 400
 ``invalid_json`` / ``invalid_document`` (the message names the field) /
@@ -95,6 +105,7 @@ from sipsync.server.accounts import Account, ProvisioningError
 from sipsync.server.documents import CUSTOMER, RATES, validate_customer, validate_rate_plan
 from sipsync.server.events import iso_utc
 from sipsync.server.location import Binding, LocationError
+from sipsync.server.subscriptions import Subscription
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.node import SipNode
@@ -242,6 +253,20 @@ def _binding_json(b: Binding, now: float) -> dict[str, Any]:
     }
 
 
+def _subscription_json(s: Subscription, now: float) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "event": s.event,
+        "subscriber": s.subscriber,
+        "target": s.target,
+        "contact": s.contact,
+        "source": f"{s.source[0]}:{s.source[1]}",
+        "transport": s.transport,
+        "expires_at": s.expires_at,
+        "expires_in": s.expires_in(now),
+    }
+
+
 def _combined_digest(digests: Mapping[str, str]) -> str:
     text = "".join(f"{part} {digests[part]}\n" for part in ("accounts", "customers", "rate_plans"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -287,6 +312,7 @@ class ControlServer:
         r.add_put("/v1/rate-plans/{key}", self.put_rate_plan)
         r.add_get("/v1/digest", self.digest)
         r.add_get("/v1/registrations", self.registrations)
+        r.add_get("/v1/subscriptions", self.subscriptions)
         r.add_get("/v1/events", self.read_events)
         r.add_post("/v1/events/ack", self.ack_events)
         r.add_get("/v1/records", self.read_records)
@@ -459,6 +485,16 @@ class ControlServer:
         page, rest = aors[:limit], aors[limit:]
         out = [_binding_json(b, now) for a in page for b in location.lookup(a, now)]
         return web.json_response({"registrations": out, "next": page[-1] if rest else None})
+
+    # -- subscriptions ----------------------------------------------------------------------------
+    async def subscriptions(self, request: web.Request) -> web.Response:
+        aor = request.query.get("aor")
+        if aor is None:
+            raise ControlError(400, "invalid_parameter", "query parameter 'aor' is required")
+        username, realm = _split_aor(aor, "query parameter 'aor'")
+        now = self._clock()
+        found = self._node.notifier.involving(f"{username}@{realm}")
+        return web.json_response({"subscriptions": [_subscription_json(s, now) for s in found]})
 
     # -- events and call records -----------------------------------------------------------------
     async def _read(self, request: web.Request, stream: str) -> web.Response:

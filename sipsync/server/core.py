@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sipsync.server.causes import Cause, Reply, record_rejection, reject, warning_values
 from sipsync.server.config import ServiceConfig
 from sipsync.server.events import EventRecorder
+from sipsync.server.packages import ALLOW_EVENTS
 from sipsync.server.registrar import Registrar
 from sipsync.server.store import LocalStore
 from sipsync.server.transport import Address, Endpoint, response_address
@@ -102,7 +103,10 @@ class SipService:
         if method == "REGISTER":
             return self._registrar.register(request, source, endpoint.name)
         if method == "OPTIONS":
-            return Reply(200, headers=[("Allow", self._allow), ("Accept", "application/sdp")])
+            headers = [("Allow", self._allow), ("Accept", "application/sdp")]
+            if self.proxy is not None and self.proxy.notifier is not None:
+                headers.append(("Allow-Events", ALLOW_EVENTS))  # RFC 6665 4.4.4
+            return Reply(200, headers=headers)
         if self.proxy is not None:
             self.proxy.on_request(request, source, endpoint)  # answers (or relays) on its own
             return None

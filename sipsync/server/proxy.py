@@ -111,6 +111,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.config import ServiceConfig
     from sipsync.server.events import EventRecorder
     from sipsync.server.location import Binding, LocationService
+    from sipsync.server.notifier import Notifier
     from sipsync.server.transport import Address, Endpoint, Transports
     from sipsync.sip.headers import Via
 
@@ -166,6 +167,14 @@ class DurationTimer:
 
 
 @dataclass(slots=True, eq=False)
+class Requester:
+    """A request the node itself sends (a NOTIFY): told the final status, None if none came
+    (Timer F or a transport failure)."""
+
+    on_final: Callable[[int | None], None]
+
+
+@dataclass(slots=True, eq=False)
 class InviteContext:
     server: ServerInviteTransaction
     account: Account
@@ -213,7 +222,8 @@ class Proxy:
         self._contexts: dict[ServerTransaction, InviteContext] = {}
         # what a client transaction's responses are for: a branch of a new call, the server
         # transaction of an in-dialog request being relayed, or nothing (our CANCELs)
-        self._owners: dict[ClientTransaction, Branch | ServerTransaction | None] = {}
+        self._owners: dict[ClientTransaction, Branch | ServerTransaction | Requester | None] = {}
+        self.notifier: Notifier | None = None  # SUBSCRIBE (the event framework), once attached
         self._to_tags: dict[ServerTransaction, str] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -302,6 +312,10 @@ class Proxy:
         self._timer_at = deadline
         self._timer = loop.call_later(max(0.0, deadline - self._now()), self.tick)
 
+    def reschedule(self) -> None:
+        """Arm the loop's timer for the earliest deadline (after timers were set from outside)."""
+        self._schedule()
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -328,6 +342,9 @@ class Proxy:
             owner = self._owners.get(txn)
             if isinstance(owner, Branch):
                 self._on_branch_response(owner, message)
+            elif isinstance(owner, Requester):
+                if message.status >= 200:
+                    owner.on_final(message.status)
             elif owner is not None and message.status != 100:
                 self._relay_response(owner, message)
             return
@@ -359,6 +376,9 @@ class Proxy:
         if max_forwards is not None and max_forwards <= 0:
             self._reject(txn, reject(Cause.TOO_MANY_HOPS))
             return
+        if method == "SUBSCRIBE" and self.notifier is not None and self._for_notifier(request):
+            self.notifier.on_subscribe(request, txn)
+            return
         if request.to.tag is not None:
             if method not in IN_DIALOG_METHODS:
                 self._not_implemented(txn, method)
@@ -369,6 +389,11 @@ class Proxy:
             self._initial_invite(request, txn)  # type: ignore[arg-type]
             return
         self._not_implemented(txn, method)
+
+    def _for_notifier(self, request: Request) -> bool:
+        """A SUBSCRIBE this node answers as notifier: every new one, and every one inside a
+        dialog that is not a call's (a subscription a REFER made in a call is the far UA's)."""
+        return request.to.tag is None or self.calls.get(request.call_id) is None
 
     def _not_implemented(self, txn: ServerTransaction, method: str) -> None:
         self._reject(
@@ -661,6 +686,8 @@ class Proxy:
                 self._send_cancel(branch)
             branch.provisional = True
             if status > 100 and not ctx.final_sent:
+                if call is not None:
+                    self.calls.ringing(call)
                 self._relay_response(ctx.server, response)
             return
         self.layer.timers.cancel(branch, "C")
@@ -698,6 +725,8 @@ class Proxy:
             if owner.final is None:
                 owner.final = status
                 self._maybe_finish(owner.ctx)
+        elif isinstance(owner, Requester):
+            owner.on_final(None)
         elif owner is not None:  # an in-dialog request the next hop did not answer
             self._reject(owner, reject(Cause.NO_ANSWER if status == 408 else Cause.UNREACHABLE))
 
@@ -802,6 +831,55 @@ class Proxy:
         endpoint = tcp.get(address) if via.transport == "TCP" else self._udp()
         if endpoint is not None:
             endpoint.send(response.to_bytes(), address)
+
+    # --- for the notifier (sipsync.server.notifier) -----------------------------------------------
+
+    def attach_notifier(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def now(self) -> float:
+        return self._now()
+
+    def send_request(self, request: Request, hop: Hop, on_final: Callable[[int | None], None]) -> None:
+        """Send a request of the node's own in a client transaction (retransmitted over UDP)."""
+        client, actions = self.layer.create_client(
+            request, hop, reliable=hop.endpoint.reliable, now=self._now()
+        )
+        self._owners[client] = Requester(on_final)
+        self._execute(actions)
+
+    def answer(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        to_tag: str | None = None,
+    ) -> None:
+        if to_tag is not None:
+            self._to_tags[txn] = to_tag
+        self._respond(txn, status, reason, headers)
+
+    def refuse(self, txn: ServerTransaction, reply: Reply) -> None:
+        self._reject(txn, reply)
+
+    def flow_hop(self, source: Address, transport: str) -> Hop | None:
+        """The hop back to a party on the flow its request came in on."""
+        if transport == "UDP":
+            udp = self._udp()
+            return Hop(source, udp) if udp is not None else None
+        connection = self._transports.tcp_connections.get(source)
+        return Hop(source, connection) if connection is not None else None
+
+    def hop_for_uri(self, uri: SipUri) -> Hop | None:
+        return self._hop_for_uri(uri)
+
+    def via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} {self.host}:{self.port};branch={new_branch()};rport"
+
+    def contact(self, transport: str) -> str:
+        return self._record_route(transport).replace(";lr", "")
 
     # --- building messages ------------------------------------------------------------------------
 
