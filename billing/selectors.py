@@ -1,12 +1,14 @@
 """Reads for money. A balance is always the sum of the ledger, never a stored figure."""
 
-from datetime import datetime, time, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.choices import EntryKind
+from billing.choices import CallDisposition, EntryKind
 from billing.models import BillingProfile, CallRecord, LedgerEntry
 from portal.tenancy import Tenant, scope
 
@@ -79,3 +81,114 @@ def call_records_unrateable(*, tenant: Tenant) -> QuerySet[CallRecord]:
         .select_related("customer")
         .order_by("invited_at")
     )
+
+
+# --- the customer's money pages ------------------------------------------------------------
+
+ANSWERED = "answered"
+NOT_ANSWERED = "not_answered"
+
+
+def call_record_list(
+    *,
+    tenant: Tenant,
+    account_id: int | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    outcome: str = "",
+    number: str = "",
+) -> QuerySet[CallRecord]:
+    """Call records the tenant may see, newest first, narrowed by the optional filters.
+
+    `since`/`until` are days in the portal's time zone, both included; `outcome` is "answered",
+    "not_answered" or one disposition; `number` matches part of the dialled number.
+    """
+    calls = scope(CallRecord.objects.all(), tenant).select_related("sip_account", "rate")
+    if account_id is not None:
+        calls = calls.filter(sip_account_id=account_id)
+    if since is not None:
+        calls = calls.filter(invited_at__gte=_midnight(since))
+    if until is not None:
+        calls = calls.filter(invited_at__lt=_midnight(until + timedelta(days=1)))
+    if outcome == ANSWERED:
+        calls = calls.filter(disposition=CallDisposition.ANSWERED)
+    elif outcome == NOT_ANSWERED:
+        calls = calls.exclude(disposition=CallDisposition.ANSWERED)
+    elif outcome:
+        calls = calls.filter(disposition=outcome)
+    number = "".join(ch for ch in number if ch.isdigit() or ch in "+*#")
+    if number:
+        digits = number.lstrip("+")
+        calls = calls.filter(Q(dialled_number__contains=number) | Q(normalised_number__contains=digits))
+    return calls.order_by("-invited_at", "-id")
+
+
+def ledger_page_balances(*, customer, entries: list[LedgerEntry]) -> list[tuple[LedgerEntry, Decimal]]:
+    """Each entry of a page (newest first, as `ledger_list` orders them) with the balance just
+    after it: one aggregate for the top entry, the rest by walking down the page."""
+    if not entries:
+        return []
+    top = entries[0]
+    after_top = LedgerEntry.objects.filter(customer=customer).filter(
+        Q(created_at__lt=top.created_at) | Q(created_at=top.created_at, id__lte=top.id)
+    ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
+    rows, balance = [], after_top
+    for entry in entries:
+        rows.append((entry, balance.quantize(CENT4)))
+        balance -= entry.amount
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class DaySpend:
+    day: date
+    amount: Decimal  # spent on calls that day, net of reversed charges (positive)
+
+
+def spend_per_day(*, customer, first: date, last: date) -> list[DaySpend]:
+    """Call spend per day of [first, last] (the portal's time zone), days without calls as 0.
+
+    A day is the day the charge was written (as on statements), in one grouped query.
+    """
+    tz = timezone.get_current_timezone()
+    moved = (
+        LedgerEntry.objects.filter(
+            customer=customer,
+            created_at__gte=_midnight(first),
+            created_at__lt=_midnight(last + timedelta(days=1)),
+        )
+        .filter(
+            Q(kind=EntryKind.CALL_CHARGE) | Q(kind=EntryKind.REVERSAL, reverses__kind=EntryKind.CALL_CHARGE)
+        )
+        .annotate(day=TruncDate("created_at", tzinfo=tz))
+        .values("day")
+        .annotate(total=Sum("amount"))
+    )
+    totals = {row["day"]: row["total"] for row in moved}
+    days = (last - first).days + 1
+    return [
+        DaySpend(day, _spent(totals.get(day))) for day in (first + timedelta(days=n) for n in range(days))
+    ]
+
+
+def _spent(ledger_total: Decimal | None) -> Decimal:
+    """Charges are negative entries; spend is shown positive (and never as "-0.0000")."""
+    spent = (-(ledger_total or Decimal(0))).quantize(CENT4)
+    return spent if spent else Decimal("0.0000")
+
+
+def ledger_months(*, customer, limit: int = 24) -> list[date]:
+    """First days of the months with a statement to show: from the month of the customer's first
+    ledger entry (or this month) to this month, newest first, at most `limit`."""
+    this_month = timezone.localdate().replace(day=1)
+    first_entry = LedgerEntry.objects.filter(customer=customer).order_by("created_at").first()
+    start = timezone.localtime(first_entry.created_at).date().replace(day=1) if first_entry else this_month
+    months, month = [], this_month
+    while month >= start and len(months) < limit:
+        months.append(month)
+        month = (month - timedelta(days=1)).replace(day=1)
+    return months
+
+
+def _midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min), timezone.get_current_timezone())

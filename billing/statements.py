@@ -133,8 +133,8 @@ def statement_csv(statement: Statement) -> str:
             [
                 "load",
                 e.created_at.isoformat(),
-                _text(e.note) or "Credit load",
-                _text(e.reference),
+                csv_text(e.note) or "Credit load",
+                csv_text(e.reference),
                 "",
                 "",
                 e.amount,
@@ -143,10 +143,10 @@ def statement_csv(statement: Statement) -> str:
         )
     for c in statement.charges:
         label = f"{c.description} ({c.prefix})" if c.prefix else c.description
-        writer.writerow(["calls", "", _text(label), "", c.calls, c.billed_seconds, c.amount, cur])
+        writer.writerow(["calls", "", csv_text(label), "", c.calls, c.billed_seconds, c.amount, cur])
     for e in statement.adjustments:
         writer.writerow(
-            [e.kind, e.created_at.isoformat(), _text(e.note), _text(e.reference), "", "", e.amount, cur]
+            [e.kind, e.created_at.isoformat(), csv_text(e.note), csv_text(e.reference), "", "", e.amount, cur]
         )
     writer.writerow(
         ["closing", statement.end.isoformat(), "Closing balance", "", "", "", statement.closing, cur]
@@ -154,7 +154,7 @@ def statement_csv(statement: Statement) -> str:
     return out.getvalue()
 
 
-def _text(value: str) -> str:
+def csv_text(value: str) -> str:
     """A free-text cell that a spreadsheet will not run as a formula."""
     return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 

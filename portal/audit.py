@@ -1,7 +1,7 @@
 """Recording staff actions in the audit log (`portal.models.AuditLogEntry`).
 
 Call `record()` in the same transaction as the change it describes, from admin actions and
-services that staff use.
+services that staff use, and from the customer pages for changes that grant access (API keys).
 """
 
 from django.db import models

@@ -361,3 +361,12 @@ def explain(*, cause: str, code: int | None = None, detail: dict | None = None, 
 
 def explain_event(event) -> ExplainedEvent:
     return explain(cause=event.cause, code=event.code, detail=event.detail, reason=event.reason_phrase)
+
+
+def call_outcome(call) -> str:
+    """Plain words for how a call (a `billing.CallRecord`) ended, worded as the diagnostics are."""
+    if call.disposition == "answered":
+        return "Answered"
+    if call.disposition == "cancelled":
+        return "Cancelled by the caller"
+    return explain(cause=call.cause, code=call.final_code).title

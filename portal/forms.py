@@ -139,3 +139,60 @@ class VoicemailForm(forms.Form):
     old = forms.IntegerField(
         label="Saved messages", min_value=0, max_value=MAX_VOICEMAIL_MESSAGES, help_text="Heard and kept."
     )
+
+
+OUTCOME_CHOICES = [
+    ("", "Any outcome"),
+    ("answered", "Answered"),
+    ("not_answered", "Not answered (any reason)"),
+    ("rejected", "Refused by the service"),
+    ("failed", "Failed at the far end"),
+    ("cancelled", "Cancelled by the caller"),
+]
+
+
+class CallFilterForm(forms.Form):
+    """Filters of the call history (GET). Every field is optional; bad dates are reported."""
+
+    account = forms.TypedChoiceField(label="Extension", required=False, coerce=int, empty_value=None)
+    since = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    outcome = forms.ChoiceField(label="Outcome", required=False, choices=OUTCOME_CHOICES)
+    number = forms.CharField(
+        label="Number",
+        required=False,
+        max_length=32,
+        widget=forms.TextInput(attrs={"inputmode": "tel", "placeholder": "Part of the dialled number"}),
+    )
+
+    def __init__(self, *args, accounts=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["account"].choices = [("", "All extensions")] + [
+            (pk, f"{extension} · {label}" if label else extension) for pk, extension, label in accounts
+        ]
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+    def filters(self) -> dict:
+        """The selector's keyword arguments (only valid fields)."""
+        data = self.cleaned_data
+        return {
+            "account_id": data.get("account"),
+            "since": data.get("since"),
+            "until": data.get("until"),
+            "outcome": data.get("outcome") or "",
+            "number": data.get("number") or "",
+        }
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        label="Name",
+        max_length=100,
+        help_text="What will use the key, e.g. “CRM integration”: it tells keys apart when you revoke one.",
+    )

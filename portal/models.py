@@ -1,4 +1,5 @@
-"""The portal's own rows: an append-only audit log of what the provider's staff did."""
+"""The portal's own rows: an append-only audit log of what the provider's staff (and, for their
+security-relevant changes such as API keys, customers' users) did."""
 
 from django.conf import settings
 from django.db import models
@@ -12,6 +13,11 @@ class AuditAction(models.TextChoices):
     PASSWORD_RESET = "password_reset", "SIP password reset"
     ACCOUNT_ENABLED = "account_enabled", "SIP account enabled"
     ACCOUNT_DISABLED = "account_disabled", "SIP account disabled"
+    API_KEY_CREATED = "api_key_created", "API key created"
+    API_KEY_REVOKED = "api_key_revoked", "API key revoked"
+    CUSTOMER_CREATED = "customer_created", "Customer created"
+    CUSTOMER_STATUS_CHANGED = "customer_status_changed", "Customer status changed"
+    CALL_RATING_RETRIED = "call_rating_retried", "Call records rated again"
     OTHER = "other", "Other"
 
 

@@ -26,7 +26,7 @@ from accounts.models import Membership
 from billing import selectors as billing_selectors
 from portal.errors import ApplicationError, NotFound
 from portal.errors import PermissionDenied as DomainPermissionDenied
-from portal.explanations import explain_event
+from portal.explanations import call_outcome, explain_event
 from portal.forms import (
     CallerIdRequestForm,
     CodecForm,
@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 ONE_TIME_SESSION_KEY = "portal_one_time_password"
 RECENT_EVENTS = 10
+RECENT_CALLS = 5
 PAGE_SIZE = 25
 
 
@@ -206,6 +207,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     accounts = list(account_selectors.sip_account_list(tenant=request.tenant)[:50])
     summaries = _provisioning_summaries(request.tenant, [a.pk for a in accounts])
     events = sync_selectors.sip_event_list(tenant=request.tenant)[:5]
+    calls = billing_selectors.call_record_list(tenant=request.tenant)[:RECENT_CALLS]
     context = {
         "customer": customer,
         "balance": billing_selectors.customer_balance(customer=customer),
@@ -214,8 +216,33 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "sip_accounts": [(a, summaries[a.pk]) for a in accounts],
         "needs_password": [a for a in accounts if a.password_change_required],
         "events": _explained(events),
+        "calls": [(call, call_outcome(call)) for call in calls],
+        "currency": customer.currency,
     }
     return render(request, "portal/dashboard.html", context)
+
+
+MAX_LIVE_ACCOUNTS = 50
+
+
+@customer_page
+def account_registration_states(request: HttpRequest) -> JsonResponse:
+    """Live registration state of the customer's accounts (`?ids=1,2,...`, at most 50), asked of
+    every node in one request each; the dashboard fills its "Phones" column from it."""
+    ids = [int(part) for part in request.GET.get("ids", "").split(",") if part.strip().isdigit()]
+    accounts = account_selectors.sip_account_list(tenant=request.tenant).filter(
+        pk__in=ids[:MAX_LIVE_ACCOUNTS]
+    )
+    rows = accounts.values_list("pk", "username", "realm")
+    aors = {pk: f"{username}@{realm}" for pk, username, realm in rows}
+    states = live.registration_states(list(aors.values()))
+    body = {
+        str(pk): {"state": states[aor].state, "contacts": states[aor].contacts, "label": states[aor].label}
+        for pk, aor in aors.items()
+    }
+    response = JsonResponse({"accounts": body})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @customer_page

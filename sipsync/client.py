@@ -118,6 +118,13 @@ class NodeClient:
     def registrations(self, aor: str) -> list[dict]:
         return list(self._request("GET", "/v1/registrations", params={"aor": aor}).get("registrations") or [])
 
+    def registrations_of(self, aors: list[str]) -> list[dict]:
+        """The bindings of several accounts in one request (each binding names its "aor")."""
+        if not aors:
+            return []
+        params = [("aor", aor) for aor in aors]
+        return list(self._request("GET", "/v1/registrations", params=params).get("registrations") or [])
+
     def subscriptions(self, aor: str) -> list[dict]:
         """Subscriptions (MWI, BLF) the account holds and those watching it."""
         return list(self._request("GET", "/v1/subscriptions", params={"aor": aor}).get("subscriptions") or [])

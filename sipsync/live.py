@@ -36,6 +36,11 @@ def registrations(aor: str) -> list[NodeAnswer]:
     return _ask_every_node(lambda node: node.registrations(aor))
 
 
+def registrations_of(aors: list[str]) -> list[NodeAnswer]:
+    """The registered contacts of several accounts (one request per node), per node."""
+    return _ask_every_node(lambda node: node.registrations_of(aors))
+
+
 def subscriptions(aor: str) -> list[NodeAnswer]:
     """Event subscriptions (MWI, BLF) the account holds or is watched by, per node."""
     return _ask_every_node(lambda node: node.subscriptions(aor))
@@ -55,3 +60,41 @@ def _ask_every_node(question: Callable[[NodeClient], list[dict]]) -> list[NodeAn
         return [ask(url) for url in urls]
     with ThreadPoolExecutor(max_workers=min(len(urls), 8)) as pool:
         return list(pool.map(ask, urls))
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationState:
+    """Whether an account has phones registered, as far as the nodes that answered know."""
+
+    contacts: int
+    nodes_answered: int
+    nodes: int
+
+    @property
+    def state(self) -> str:
+        if self.contacts:
+            return "registered"
+        return "unknown" if self.nodes_answered == 0 else "unregistered"
+
+    @property
+    def label(self) -> str:
+        if self.contacts:
+            return f"Registered ({self.contacts} phone{'s' if self.contacts != 1 else ''})"
+        if self.nodes_answered == 0:
+            return "Status unavailable: the SIP service could not be reached"
+        if self.nodes_answered < self.nodes:
+            return f"Not registered on the {self.nodes_answered} of {self.nodes} nodes that answered"
+        return "Not registered"
+
+
+def registration_states(aors: list[str]) -> dict[str, RegistrationState]:
+    """Per account (AOR): its registered contacts over every node, one request per node."""
+    answers = registrations_of(aors) if aors else []
+    answered = [answer for answer in answers if answer.ok]
+    contacts: dict[str, set[str]] = {aor.lower(): set() for aor in aors}
+    for answer in answered:
+        for binding in answer.items:
+            seen = contacts.get(str(binding.get("aor", "")).lower())
+            if seen is not None:
+                seen.add(str(binding.get("contact", "")))
+    return {aor: RegistrationState(len(contacts[aor.lower()]), len(answered), len(answers)) for aor in aors}

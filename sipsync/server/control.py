@@ -21,7 +21,7 @@ Endpoints (JSON in and out; versions are integers; every push is idempotent)::
     GET    /v1/digest[?versions=0]
         -> {"accounts": {"user@realm": N}, "customers": {"C1234567": N}, "rate_plans": {"Standard": N},
             "digests": {"accounts": hex, "customers": hex, "rate_plans": hex}, "digest": hex}
-    GET    /v1/registrations[?aor=user@realm | ?after=AOR&limit=N]
+    GET    /v1/registrations[?aor=user@realm[&aor=...] | ?after=AOR&limit=N]
         -> {"registrations": [binding, ...], "next": AOR | null}
     GET    /v1/subscriptions?aor=user@realm
         -> {"subscriptions": [subscription, ...]}   (those the account holds and those watching it)
@@ -472,13 +472,15 @@ class ControlServer:
     async def registrations(self, request: web.Request) -> web.Response:
         location = self._node.location
         now = self._clock()
-        aor = request.query.get("aor")
-        if aor is not None:
-            username, realm = _split_aor(aor, "query parameter 'aor'")
-            bindings = location.lookup(f"{username}@{realm}", now)
-            return web.json_response(
-                {"registrations": [_binding_json(b, now) for b in bindings], "next": None}
-            )
+        wanted = request.query.getall("aor", [])
+        if wanted:
+            if len(wanted) > MAX_AOR_PAGE:
+                raise ControlError(400, "invalid_parameter", f"at most {MAX_AOR_PAGE} 'aor' parameters")
+            out = []
+            for aor in wanted:
+                username, realm = _split_aor(aor, "query parameter 'aor'")
+                out.extend(_binding_json(b, now) for b in location.lookup(f"{username}@{realm}", now))
+            return web.json_response({"registrations": out, "next": None})
         limit = _int_param(request, "limit", default=DEFAULT_AOR_PAGE, minimum=1, maximum=MAX_AOR_PAGE)
         after = request.query.get("after", "")
         aors = sorted(a for a in location.aors() if a > after)

@@ -207,6 +207,9 @@ def test_customer_journey(browser, live_server):
     try:
         driver.get(live_server.url + "/")
         assert "Wrong password" in _text(driver)
+        # The live column is filled after the page loads; no node answers in these tests.
+        live = driver.find_element(_by("CSS_SELECTOR"), f"[data-registration='{account.pk}'] [data-state]")
+        assert live.get_attribute("data-state") == "unknown" and "could not be reached" in live.text
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
         _shot(driver, "11-dashboard-phone")
     finally:
@@ -238,3 +241,86 @@ def test_another_customers_pages_are_404(browser, live_server):
         driver.get(f"{live_server.url}/sip-accounts/{theirs.pk}/{path}")
         assert "Not Found" in driver.title or "Not Found" in _text(driver)
         assert theirs.username not in driver.page_source
+
+
+def test_calls_and_money(browser, live_server):
+    """Calls with a filter, the CSV link keeping it, the balance and ledger with the spend chart,
+    and both pages on a phone-sized screen."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from selenium.webdriver.support.ui import Select
+
+    from billing import services as billing_services
+    from billing.models import CallRecord, RatePlan
+    from billing.rating import rate_record
+    from tests.billing.conftest import make_rate, make_record
+
+    plan = RatePlan.objects.create(name="Browser plan", currency="ZAR", is_default=True)
+    make_rate(plan, "27", "0.60", description="South Africa", start=timezone.now() - timedelta(days=400))
+    driver = browser
+    customer = CustomerFactory(name="Money Journey Ltd", rate_plan=plan)
+    customer_user(customer, username="payer")
+    account = sip_account(customer, "1001", label="Front desk").account
+    billing_services.credit_load(
+        customer=customer, amount="100.00", by=StaffFactory(), idempotency_key="load-1", reference="INV-7"
+    )
+    for n, answered in enumerate([True, True, False]):
+        record = make_record(
+            customer, at=timezone.now() - timedelta(hours=n + 1), answered=answered, duration=60
+        )
+        CallRecord.objects.filter(pk=record.pk).update(sip_account=account)
+        rate_record(record.pk)
+    _sign_in(driver, live_server, "payer")
+
+    driver.find_element(_by("LINK_TEXT"), "Calls").click()
+    assert "3 calls" in _text(driver)
+    Select(driver.find_element(_by("ID"), "id_outcome")).select_by_value("answered")
+    _submit(driver)
+    assert "2 calls" in _text(driver) and "South Africa" in _text(driver)
+    csv_link = driver.find_element(_by("LINK_TEXT"), "Download CSV").get_attribute("href")
+    assert csv_link.endswith("/billing/calls.csv?account=&since=&until=&outcome=answered&number=")
+    _shot(driver, "13-calls-filtered")
+
+    driver.find_element(_by("LINK_TEXT"), "Money").click()
+    balance = driver.find_element(_by("CSS_SELECTOR"), "[data-testid=money-balance]").text
+    assert balance == "98.80 ZAR"  # 100 less two answered minutes at 0.60
+    assert driver.find_element(_by("CSS_SELECTOR"), "[data-testid=spend-chart]").is_displayed()
+    assert "INV-7" in _text(driver)
+    _shot(driver, "14-money")
+
+    driver.set_window_size(390, 844)
+    try:
+        for path, name in (("/billing/calls/", "15-calls-phone"), ("/billing/money/", "16-money-phone")):
+            driver.get(live_server.url + path)
+            assert driver.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+            ), path
+            _shot(driver, name)
+    finally:
+        driver.set_window_size(1280, 900)
+
+
+def test_api_key_created_copied_and_revoked(browser, live_server):
+    from accounts import api_keys
+    from accounts.models import ApiKey
+
+    driver = browser
+    customer = CustomerFactory(name="Integrator Ltd")
+    customer_user(customer, username="integrator")
+    _sign_in(driver, live_server, "integrator")
+    driver.find_element(_by("LINK_TEXT"), "API keys").click()
+    driver.find_element(_by("ID"), "id_name").send_keys("CRM integration")
+    _submit(driver)
+    plaintext = driver.find_element(_by("CSS_SELECTOR"), "[data-testid=one-time-key]").text
+    assert api_keys.api_key_authenticate(plaintext) == ApiKey.objects.get(customer=customer)
+    driver.find_element(_by("CSS_SELECTOR"), "button[data-copy]").click()
+    _shot(driver, "17-api-key-once")
+    driver.refresh()
+    assert plaintext not in driver.page_source
+    driver.find_element(_by("LINK_TEXT"), "Back to the API keys").click()
+    driver.execute_script("window.confirm = function () { return true; };")
+    _submit(driver, "form[data-confirm] button[type=submit]")
+    assert "Revoked “CRM integration”" in _text(driver)
+    assert api_keys.api_key_authenticate(plaintext) is None
+    _shot(driver, "18-api-keys")

@@ -39,3 +39,38 @@ document.addEventListener("DOMContentLoaded", function () {
   radios.forEach(function (radio) { radio.addEventListener("change", sync); });
   sync();
 });
+
+// Forms that undo something ask first: <form data-confirm="Question?">.
+document.addEventListener("submit", function (event) {
+  var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+  if (question && !window.confirm(question)) event.preventDefault();
+});
+
+// Live registration state: a table with data-live-registrations="<url>" has cells
+// data-registration="<account id>"; without JavaScript they keep their "Live status" link.
+document.addEventListener("DOMContentLoaded", function () {
+  var table = document.querySelector("[data-live-registrations]");
+  if (!table || !window.fetch) return;
+  var cells = table.querySelectorAll("[data-registration]");
+  if (!cells.length) return;
+  var ids = Array.prototype.map.call(cells, function (cell) { return cell.getAttribute("data-registration"); });
+  var url = table.getAttribute("data-live-registrations") + "?ids=" + ids.join(",");
+  fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    .then(function (response) { return response.ok ? response.json() : null; })
+    .then(function (body) {
+      if (!body) return;
+      cells.forEach(function (cell) {
+        var live = body.accounts[cell.getAttribute("data-registration")];
+        var link = cell.querySelector("a");
+        if (!live || !link) return;
+        var badge = document.createElement("span");
+        badge.className = "badge " + ({ registered: "ok", unregistered: "warn" }[live.state] || "");
+        badge.textContent = live.label;
+        badge.setAttribute("data-state", live.state);
+        cell.insertBefore(badge, link);
+        cell.insertBefore(document.createTextNode(" "), link);
+        link.textContent = "details";
+      });
+    })
+    .catch(function () { /* the links stay */ });
+});

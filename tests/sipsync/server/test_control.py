@@ -411,9 +411,13 @@ def test_registrations_after_register(node):
             await api("GET", "/v1/registrations?aor=nobody@sip.test"),
             await api("GET", "/v1/registrations?aor=nobody"),
             await api("GET", "/v1/registrations?limit=0"),
+            await api("GET", f"/v1/registrations?aor=alice@{REALM}&aor=nobody@{REALM}&aor=dave@{REALM}"),
+            await api("GET", f"/v1/registrations?aor=alice@{REALM}&aor=nobody"),
         ]
 
-    one, page1, page2, nobody, bad_aor, bad_limit = drive(node, scenario)
+    one, page1, page2, nobody, bad_aor, bad_limit, several, bad_several = drive(node, scenario)
+    assert [b["aor"] for b in several[1]["registrations"]] == [f"alice@{REALM}", f"dave@{REALM}"]
+    assert several[1]["next"] is None and bad_several[0] == 400
     assert one[0] == 200 and one[1]["next"] is None
     [alice] = one[1]["registrations"]
     assert alice["aor"] == f"alice@{REALM}" and alice["contact"] == "sip:alice@10.0.0.2:5062"
