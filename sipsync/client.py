@@ -104,6 +104,26 @@ class NodeClient:
             return self.put_rate_plan(document)
         raise ValueError(f"cannot push a document of kind {kind!r}")
 
+    def push_batch(self, documents: list[dict]) -> list["PushResult | NodeRejected"]:
+        """Push many documents (and account removals) in one request; one result per document,
+        in order: a `PushResult`, or a `NodeRejected` for a document the node refused. The whole
+        request failing raises as any other request does."""
+        if not documents:
+            return []
+        body = self._request("POST", "/v1/batch", json={"documents": documents})
+        results = body.get("results")
+        if not isinstance(results, list) or len(results) != len(documents):
+            raise NodeUnavailable(self.base_url, "POST /v1/batch: the answer has not one result per document")
+        out: list[PushResult | NodeRejected] = []
+        for result in results:
+            error = result.get("error") if isinstance(result, dict) else {"message": "not an object"}
+            if error:
+                code, message = str(error.get("code", "")), str(error.get("message", ""))
+                out.append(NodeRejected(self.base_url, f"{code}: {message}", status=400, code=code))
+            else:
+                out.append(_push_result(result))
+        return out
+
     def digest(self) -> dict:
         body = self._request("GET", "/v1/digest")
         return {

@@ -138,6 +138,42 @@ def build_document(kind: str, object_id: int) -> dict | None:
     raise ValueError(f"unknown document kind {kind!r}")
 
 
+def build_documents(kind: str, object_ids: list[int]) -> dict[int, dict | None]:
+    """`build_document` for many objects of one kind: accounts with a handful of queries for
+    the lot (versions, accounts with their customer and default caller ID, codecs, approved
+    caller IDs), the rarer kinds one by one."""
+    if kind != DocumentKind.ACCOUNT:
+        return {pk: build_document(kind, pk) for pk in object_ids}
+    versions = dict(
+        DocumentVersion.objects.filter(kind=kind, object_id__in=object_ids).values_list(
+            "object_id", "version"
+        )
+    )
+    codecs = Prefetch("codec_assignments", queryset=SipAccountCodec.objects.order_by("position"))
+    accounts = {
+        account.pk: account
+        for account in SipAccount.objects.select_related("customer", "default_caller_id")
+        .prefetch_related(codecs)
+        .filter(pk__in=list(versions))
+    }
+    approved: dict[int, list[str]] = {account.customer_id: [] for account in accounts.values()}
+    for customer_id, number in (
+        CallerId.objects.filter(customer_id__in=list(approved), status=CallerIdStatus.APPROVED)
+        .order_by("number")
+        .values_list("customer_id", "number")
+    ):
+        approved[customer_id].append(number)
+    built: dict[int, dict | None] = {}
+    for pk in object_ids:
+        account = accounts.get(pk)
+        built[pk] = (
+            account_document(account, version=versions[pk], approved_caller_ids=approved[account.customer_id])
+            if account is not None
+            else None
+        )
+    return built
+
+
 def _rate(rate: Rate) -> dict:
     return {
         "prefix": rate.prefix,

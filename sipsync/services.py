@@ -45,9 +45,15 @@ class ReconcileReport:
 # --- push -----------------------------------------------------------------------------------
 
 
-def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> PushReport:
+PUSH_BATCH = 500
+
+
+def push_entries(entry_ids: list[int] | None = None, *, limit: int = PUSH_BATCH) -> PushReport:
     """Push the given outbox entries (all of them, `limit` at a time, stopping after a batch in
-    which a node failed), or up to `limit` of those due, to every node; see `sipsync.outbox`."""
+    which a node failed), or up to `limit` of those due, to every node; see `sipsync.outbox`.
+
+    A batch is built with a handful of queries, sent to each node in one request
+    (`POST /v1/batch`, one flush of the node's store) and recorded in a few statements."""
     report = PushReport()
     if entry_ids is None:
         batches: list[list[int] | None] = [None]
@@ -61,8 +67,7 @@ def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> Pus
             if entries and not clients:
                 clients = [NodeClient(node) for node in outbox.node_urls()]
             try:
-                for entry in entries:
-                    _push_entry(entry, clients, report)
+                _push_batch(entries, clients, report)
             except BaseException:
                 # An error (the database busy or gone): give back what this run still holds, so
                 # the task's retry can take it at once instead of after the lease.
@@ -76,57 +81,88 @@ def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> Pus
     return report
 
 
-def _push_entry(entry: OutboxEntry, clients: list[NodeClient], report: PushReport) -> None:
-    document = documents.build_document(entry.kind, entry.object_id)
-    if document is None:  # the object is gone; reconcile removes it from the nodes
-        outbox.complete(entry, pushed_version=None)
-        report.done += 1
+def _push_batch(entries: list[OutboxEntry], clients: list[NodeClient], report: PushReport) -> None:
+    if not entries:
         return
-    version = document["version"]
-    errors: dict[str, str] = {}
-    held_by_node: dict[str, int | None] = {}
+    built: dict[tuple[str, int], dict | None] = {}
+    for kind in {entry.kind for entry in entries}:
+        ids = [entry.object_id for entry in entries if entry.kind == kind]
+        built.update(((kind, pk), doc) for pk, doc in documents.build_documents(kind, ids).items())
+    completed: list[tuple[OutboxEntry, int | None]] = []
+    pushing: list[tuple[OutboxEntry, dict]] = []
+    for entry in entries:
+        document = built[(entry.kind, entry.object_id)]
+        if document is None:  # the object is gone; reconcile removes it from the nodes
+            completed.append((entry, None))
+            report.done += 1
+        else:
+            pushing.append((entry, document))
+    answers: dict[str, list] = {}
     for client in clients:
         try:
-            result = client.push(document)
+            answers[client.base_url] = client.push_batch([document for _, document in pushing])
         except NodeError as exc:
-            errors[client.base_url] = str(exc)
+            answers[client.base_url] = [exc] * len(pushing)
+    pushes = []
+    for index, (entry, document) in enumerate(pushing):
+        version = document["version"]
+        errors: dict[str, str] = {}
+        held_by_node: dict[str, int] = {}
+        for node, results in answers.items():
+            result = results[index]
+            if isinstance(result, NodeError):
+                errors[node] = str(result)
+            else:
+                held_by_node[node] = result.held_version if result.held_version is not None else version
+        if entry.kind == DocumentKind.ACCOUNT:
+            pushes.append((entry.object_id, version, held_by_node, errors))
+        ahead = max((held for held in held_by_node.values() if held > version), default=0)
+        if ahead:
+            # A node holds a newer version than the portal (e.g. a restored database): go above it.
+            with transaction.atomic():
+                outbox.enqueue(entry.kind, [entry.object_id], floor=ahead + 1)
+                outbox.complete(entry, pushed_version=version)
+        elif errors:
+            outbox.fail(entry, error="; ".join(errors.values()))
+            report.failed.extend(errors.values())
+        else:
+            completed.append((entry, version))
+            report.done += 1
+    _record_push(pushes)
+    outbox.complete_many(completed)
+
+
+def _record_push(pushes: list[tuple[int, int, dict[str, int], dict[str, str]]]) -> None:
+    """Per account and node: APPLIED at the version the node holds (PENDING if that is not the
+    one pushed), or FAILING with the error (the version it held before stays shown)."""
+    if not pushes:
+        return
+    present = set(SipAccount.objects.filter(pk__in=[p[0] for p in pushes]).values_list("pk", flat=True))
+    reached, failing = [], []
+    for account_id, version, held_by_node, errors in pushes:
+        if account_id not in present:
             continue
-        held_by_node[client.base_url] = result.held_version if result.held_version is not None else version
-    ahead = max((held for held in held_by_node.values() if held is not None and held > version), default=0)
-    if entry.kind == DocumentKind.ACCOUNT:
-        _record_push(entry.object_id, version, held_by_node, errors)
-    if ahead:
-        # A node holds a newer version than the portal (e.g. a restored database): go above it.
-        with transaction.atomic():
-            outbox.enqueue(entry.kind, [entry.object_id], floor=ahead + 1)
-            outbox.complete(entry, pushed_version=version)
-        return
-    if errors:
-        outbox.fail(entry, error="; ".join(errors.values()))
-        report.failed.extend(errors.values())
-        return
-    outbox.complete(entry, pushed_version=version)
-    report.done += 1
-
-
-def _record_push(account_id: int, version: int, held_by_node: dict, errors: dict) -> None:
-    if not SipAccount.objects.filter(pk=account_id).exists():
-        return
-    for node, held in held_by_node.items():
-        state = (
-            ProvisioningState.APPLIED if held is not None and held == version else ProvisioningState.PENDING
-        )
-        ProvisioningStatus.objects.update_or_create(
-            account_id=account_id,
-            node=node,
-            defaults={"state": state, "applied_version": held, "error": ""},
-        )
-    for node, error in errors.items():
-        ProvisioningStatus.objects.update_or_create(
-            account_id=account_id,
-            node=node,
-            defaults={"state": ProvisioningState.FAILING, "error": error[:500]},
-        )
+        for node, held in held_by_node.items():
+            state = ProvisioningState.APPLIED if held == version else ProvisioningState.PENDING
+            reached.append(
+                ProvisioningStatus(
+                    account_id=account_id, node=node, state=state, applied_version=held, error=""
+                )
+            )
+        for node, error in errors.items():
+            failing.append(
+                ProvisioningStatus(
+                    account_id=account_id, node=node, state=ProvisioningState.FAILING, error=error[:500]
+                )
+            )
+    for rows, fields in (
+        (reached, ["state", "applied_version", "error", "updated_at"]),
+        (failing, ["state", "error", "updated_at"]),
+    ):
+        if rows:
+            ProvisioningStatus.objects.bulk_create(
+                rows, update_conflicts=True, unique_fields=["account", "node"], update_fields=fields
+            )
 
 
 # --- reconcile ------------------------------------------------------------------------------
@@ -158,11 +194,20 @@ def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileR
             _reconcile_kind(DocumentKind.CUSTOMER, customers, digest["customers"], report)
             _reconcile_kind(DocumentKind.RATE_PLAN, plans, digest["rate_plans"], report)
             _sync_statuses(report.node, account_states)
-        leftovers = sorted(set(held_accounts) - set(accounts))
-        for aor in leftovers[:MAX_REMOVALS_PER_RUN]:
-            version = max(int(held_accounts[aor]) + 1, outbox.clock_version())
-            client.delete_account(aor, version=version)
-            report.removed.append(aor)
+        leftovers = sorted(set(held_accounts) - set(accounts))[:MAX_REMOVALS_PER_RUN]
+        removals = [
+            {
+                "kind": "removal",
+                "account": aor,
+                "version": max(int(held_accounts[aor]) + 1, outbox.clock_version()),
+            }
+            for aor in leftovers
+        ]
+        for aor, result in zip(leftovers, client.push_batch(removals), strict=True):
+            if isinstance(result, NodeError):
+                logger.warning("sipsync: %s refused to remove %s: %s", node, aor, result)
+            else:
+                report.removed.append(aor)
         if report.removed:
             logger.info("sipsync: removed %d unknown accounts from %s", len(report.removed), node)
         return report

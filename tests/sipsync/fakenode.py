@@ -1,7 +1,8 @@
 """A fake SIP node control interface for the portal's sync tests: a tiny threaded HTTP server.
 
 It follows the control contract (sipsync/server/control.py) closely enough for the portal:
-account documents are validated with the node's own `Account.from_document`, customer and
+account documents are validated with the node's own `Account.from_document`, batches
+(`POST /v1/batch`) are answered item by item, customer and
 rate-plan documents with the node's validators, versions only move forward, removals leave
 tombstones, events are served in pages and acknowledged. `fail_next` makes the next requests
 fail with 503; `reject_next` with 400.
@@ -83,6 +84,8 @@ class FakeNode:
             self.reject_next -= 1
             return 400, _error("invalid_document", "injected rejection")
         with self.lock:
+            if path == "/v1/batch" and method == "POST":
+                return 200, {"results": [self._batch_item(item) for item in body["documents"]]}
             if path.startswith("/v1/accounts/"):
                 aor = unquote(path.removeprefix("/v1/accounts/"))
                 user, _, realm = aor.rpartition("@")
@@ -96,13 +99,7 @@ class FakeNode:
                         return 400, _error("document_mismatch", f"{aor} != {account.aor}")
                     return 200, self._apply(self.accounts, aor, body, account.version)
                 if method == "DELETE":
-                    version = int(query["version"][0])
-                    held = self._held(aor)
-                    applied = held is None or version > held
-                    if applied:
-                        self.accounts.pop(aor, None)
-                        self.tombstones[aor] = version
-                    return 200, {"applied": applied, "version": version, "held_version": self._held(aor)}
+                    return 200, self._remove(aor, int(query["version"][0]))
             if path.startswith("/v1/customers/") and method == "PUT":
                 key, version, _ = validate_customer(body)
                 return 200, self._apply(self.customers, key, body, version)
@@ -131,6 +128,33 @@ class FakeNode:
                     setattr(self, cursor_name, max(getattr(self, cursor_name), body["upto"]))
                     return 200, {"acked": getattr(self, cursor_name)}
         return 404, _error("not_found", f"no such endpoint: {method} {path}")
+
+    def _batch_item(self, item):
+        kind = item.get("kind")
+        try:
+            if kind == "account":
+                account = Account.from_document(item)
+                return self._apply(self.accounts, account.aor, item, account.version)
+            if kind == "customer":
+                key, version, _ = validate_customer(item)
+                return self._apply(self.customers, key, item, version)
+            if kind == "rates":
+                key, version, _ = validate_rate_plan(item)
+                return self._apply(self.rate_plans, key, item, version)
+            if kind == "removal":
+                user, _, realm = item["account"].rpartition("@")
+                return self._remove(f"{user}@{realm.lower()}", item["version"])
+        except ProvisioningError as exc:
+            return _error("invalid_document", str(exc))
+        return _error("invalid_document", f"unknown kind {kind!r}")
+
+    def _remove(self, aor, version):
+        held = self._held(aor)
+        applied = held is None or version > held
+        if applied:
+            self.accounts.pop(aor, None)
+            self.tombstones[aor] = version
+        return {"applied": applied, "version": version, "held_version": self._held(aor)}
 
     def _held(self, aor):
         doc = self.accounts.get(aor)

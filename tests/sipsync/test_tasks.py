@@ -73,7 +73,7 @@ def test_push_is_idempotent(sync_settings, fake_node):
     tasks.push_outbox.apply(args=[[entry_id]])  # the entry is gone: nothing to do
     outbox.enqueue(DocumentKind.ACCOUNT, [account.pk], bump=False)
     assert tasks.push_outbox.apply(args=[None]).successful()  # the same version again: ignored, fine
-    assert len(fake_node.calls("PUT", "/v1/accounts/")) == 2
+    assert len(fake_node.calls("POST", "/v1/batch")) == 2
     assert not OutboxEntry.objects.exists()
 
 
@@ -82,7 +82,7 @@ def test_a_failing_node_is_retried_until_it_answers(sync_settings, fake_node):
     fake_node.fail_next = 2
     result = tasks.push_outbox.apply(args=[[OutboxEntry.objects.get().pk]])
     assert result.successful(), result.traceback
-    assert len(fake_node.calls("PUT", "/v1/accounts/")) == 3
+    assert len(fake_node.calls("POST", "/v1/batch")) == 3
     assert fake_node.version_of(_aor(account)) == _version(DocumentKind.ACCOUNT, account.pk)
     assert _status(account, fake_node).state == ProvisioningState.APPLIED
 
@@ -93,7 +93,7 @@ def test_retries_are_bounded_and_the_entry_is_kept_for_the_sweeper(sync_settings
     result = tasks.push_outbox.apply(args=[[OutboxEntry.objects.get().pk]])
     assert result.failed()
     assert isinstance(result.result, tasks.SyncIncomplete)
-    assert len(fake_node.calls("PUT")) == tasks.push_outbox.max_retries + 1
+    assert len(fake_node.calls("POST", "/v1/batch")) == tasks.push_outbox.max_retries + 1
     entry = OutboxEntry.objects.get()
     assert entry.attempts == tasks.push_outbox.max_retries + 1
     assert "503" in entry.last_error
