@@ -11,7 +11,12 @@ def _connection(folder, **options):
     return Connection(
         "filesystem://",
         transport="portal.broker:Transport",
-        transport_options={"data_folder_in": str(folder), "data_folder_out": str(folder), **options},
+        transport_options={
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "control_folder": str(folder.parent / f"{folder.name}-control"),
+            **options,
+        },
     )
 
 
