@@ -37,7 +37,8 @@ class PushReport:
 @dataclass
 class ReconcileReport:
     node: str
-    pushed: int = 0
+    queued: int = 0  # to the outbox: new versions, for every node
+    pushed: int = 0  # straight to this node: the versions it lacked
     removed: list[str] = field(default_factory=list)
     in_sync: int = 0
 
@@ -171,9 +172,12 @@ def _record_push(pushes: list[tuple[int, int, dict[str, int], dict[str, str]]]) 
 def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileReport:
     """Compare a node's versions with the portal's and heal the difference.
 
-    Missing or older documents are queued for pushing (a new or restarted node converges);
-    objects never versioned get a version; a node ahead of the portal is overtaken; accounts
-    the node has but the portal doesn't are removed from it.
+    Documents the node lacks or holds older are pushed straight to it in batches (a new or
+    restarted node converges in seconds); whatever that push cannot place (the node fails, a
+    document is refused, the node holds a newer one) goes to the outbox. Objects never
+    versioned get a version and a node ahead of the portal is overtaken, through the outbox
+    (their version changes for every node); accounts the node has but the portal doesn't are
+    removed from it.
     """
     own_client = client is None
     client = client or NodeClient(node)
@@ -190,10 +194,20 @@ def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileR
         plans = dict(RatePlan.objects.values_list("name", "pk"))
         customers = dict(Customer.objects.values_list("account_number", "pk"))
         with transaction.atomic():
-            account_states = _reconcile_kind(DocumentKind.ACCOUNT, accounts, held_accounts, report)
-            _reconcile_kind(DocumentKind.CUSTOMER, customers, digest["customers"], report)
-            _reconcile_kind(DocumentKind.RATE_PLAN, plans, digest["rate_plans"], report)
+            account_states, missing_accounts = _reconcile_kind(
+                DocumentKind.ACCOUNT, accounts, held_accounts, report
+            )
+            _, missing_customers = _reconcile_kind(
+                DocumentKind.CUSTOMER, customers, digest["customers"], report
+            )
+            _, missing_plans = _reconcile_kind(DocumentKind.RATE_PLAN, plans, digest["rate_plans"], report)
             _sync_statuses(report.node, account_states)
+        for kind, missing in (
+            (DocumentKind.RATE_PLAN, missing_plans),
+            (DocumentKind.CUSTOMER, missing_customers),
+            (DocumentKind.ACCOUNT, missing_accounts),
+        ):
+            _push_missing(client, report, kind, missing)
         leftovers = sorted(set(held_accounts) - set(accounts))[:MAX_REMOVALS_PER_RUN]
         removals = [
             {
@@ -218,8 +232,9 @@ def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileR
 
 def _reconcile_kind(
     kind: str, objects: dict[str, int], held: dict[str, int], report: ReconcileReport
-) -> dict:
-    """Queue what differs; returns {object_id: (state, held version)} for the objects."""
+) -> tuple[dict, list[int]]:
+    """Queue what needs a new version; returns {object_id: (state, held version)} for the
+    objects not missing, and the ids of those missing (the node lacks their version)."""
     versions = dict(DocumentVersion.objects.filter(kind=kind).values_list("object_id", "version"))
     never, missing, ahead_floor, ahead = [], [], 0, []
     states: dict[int, tuple[str, int | None]] = {}
@@ -231,6 +246,7 @@ def _reconcile_kind(
             never.append(pk)
         elif node_version is None or node_version < mine:
             missing.append(pk)
+            continue  # its status is recorded by the push
         elif node_version > mine:
             ahead.append(pk)
             ahead_floor = max(ahead_floor, node_version + 1)
@@ -240,11 +256,41 @@ def _reconcile_kind(
             continue
         states[pk] = (ProvisioningState.PENDING, node_version)
     outbox.enqueue(kind, never)
-    outbox.enqueue(kind, missing, bump=False)
     if ahead:
         outbox.enqueue(kind, ahead, floor=ahead_floor)
-    report.pushed += len(never) + len(missing) + len(ahead)
-    return states
+    report.queued += len(never) + len(ahead)
+    return states, missing
+
+
+def _push_missing(client: NodeClient, report: ReconcileReport, kind: str, ids: list[int]) -> None:
+    """Push the current documents of `ids` to the one node being reconciled, a batch at a time.
+    A node that fails leaves the rest to the outbox (and the error to the task)."""
+    for start in range(0, len(ids), PUSH_BATCH):
+        built = documents.build_documents(kind, ids[start : start + PUSH_BATCH])
+        pushing = [(pk, doc) for pk, doc in built.items() if doc is not None]
+        try:
+            results = client.push_batch([doc for _, doc in pushing])
+        except NodeError:
+            outbox.enqueue(kind, ids[start:], bump=False)
+            report.queued += len(ids) - start
+            raise
+        pushes, refused = [], []
+        for (pk, doc), result in zip(pushing, results, strict=True):
+            if isinstance(result, NodeError):
+                refused.append(pk)  # the outbox's push records the reason on the status
+                continue
+            version = doc["version"]
+            held = result.held_version if result.held_version is not None else version
+            pushes.append((pk, version, {report.node: held}, {}))
+            if held > version:  # the node is ahead: a version above it, for every node
+                outbox.enqueue(kind, [pk], floor=held + 1)
+                report.queued += 1
+            else:
+                report.pushed += 1
+        if kind == DocumentKind.ACCOUNT:
+            _record_push(pushes)
+        outbox.enqueue(kind, refused, bump=False)
+        report.queued += len(refused)
 
 
 def _sync_statuses(node: str, states: dict[int, tuple[str, int | None]]) -> None:

@@ -34,6 +34,8 @@ class FakeNode:
         self.requests: list[tuple[str, str]] = []
         self.fail_next = 0
         self.reject_next = 0
+        self.batches_before_failing: int | None = None  # then every POST /v1/batch fails with 503
+        self.refused: set[str] = set()  # account AORs whose documents a batch answers as invalid
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -85,6 +87,10 @@ class FakeNode:
             return 400, _error("invalid_document", "injected rejection")
         with self.lock:
             if path == "/v1/batch" and method == "POST":
+                if self.batches_before_failing is not None:
+                    if self.batches_before_failing <= 0:
+                        return 503, _error("unavailable", "injected failure")
+                    self.batches_before_failing -= 1
                 return 200, {"results": [self._batch_item(item) for item in body["documents"]]}
             if path.startswith("/v1/accounts/"):
                 aor = unquote(path.removeprefix("/v1/accounts/"))
@@ -134,6 +140,8 @@ class FakeNode:
         try:
             if kind == "account":
                 account = Account.from_document(item)
+                if account.aor in self.refused:
+                    return _error("invalid_document", f"{account.aor}: refused by the test")
                 return self._apply(self.accounts, account.aor, item, account.version)
             if kind == "customer":
                 key, version, _ = validate_customer(item)
