@@ -148,10 +148,11 @@ _PARAM_RE = re.compile(
 )
 _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
 _SCHEME_RE = re.compile(r"\s*Digest(?:\s+|$)", re.IGNORECASE)
-_NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
-_HEX_RE = re.compile(r"[0-9A-Fa-f]+")
 
 _MANDATORY = ("username", "realm", "nonce", "uri", "response")
+_MANDATORY_SET = frozenset(_MANDATORY)
+_LOWER_HEX = frozenset("0123456789abcdef")
+_ANY_HEX = frozenset("0123456789abcdefABCDEF")
 _QOPS = frozenset({"auth", "auth-int"})
 
 
@@ -161,31 +162,41 @@ _TOKEN_VALUE_CHARS = _TOKEN_CHARS | frozenset("/:@[]?")  # the regular expressio
 
 def _parse_params(text: str, pos: int) -> dict[str, str]:
     """Parameters of a credentials value. This runs on every authenticated request, so the
-    common shape (no escapes, no commas inside quotes) is split with str methods; anything
-    else goes through the regular expression, which also reports where a list is broken."""
-    if "\\" in text:
+    common shape (no escapes, no commas inside quotes) is split with str methods and checked
+    once as a whole; anything else goes through the regular expression, which also reports
+    where a list is broken."""
+    if "\\" in text or not text.isascii():
         return _parse_params_regex(text, pos)
+    body = text[pos:]
     params: dict[str, str] = {}
-    for part in text[pos:].split(","):
+    tokens: list[str] = []  # the unquoted values
+    pairs = quoted = 0
+    for part in body.split(","):
         name, eq, value = part.partition("=")
-        name = name.strip()
         if not eq:
-            if name:
+            if name.strip():
                 return _parse_params_regex(text, pos)
             continue
         value = value.strip()
-        if not name or not _TOKEN_CHARS.issuperset(name):
-            return _parse_params_regex(text, pos)
         if value[:1] == '"':
-            if len(value) < 2 or value[-1] != '"' or '"' in value[1:-1]:
+            if len(value) < 2 or value[-1] != '"':
                 return _parse_params_regex(text, pos)
             value = value[1:-1]
-        elif not value or not _TOKEN_VALUE_CHARS.issuperset(value):
-            return _parse_params_regex(text, pos)
-        name = name.lower()
-        if name in params:
-            raise DigestError(f"duplicate digest parameter {name!r}")
-        params[name] = value
+            quoted += 1
+        else:
+            tokens.append(value)
+        params[name.strip().lower()] = value
+        pairs += 1
+    if (
+        body.count('"') != 2 * quoted  # a quote inside a value
+        or "" in params
+        or not _TOKEN_CHARS.issuperset("".join(params))
+        or "" in tokens
+        or not _TOKEN_VALUE_CHARS.issuperset("".join(tokens))
+    ):
+        return _parse_params_regex(text, pos)
+    if len(params) != pairs:
+        return _parse_params_regex(text, pos)  # reports the duplicate
     return params
 
 
@@ -247,15 +258,16 @@ def parse_credentials(header_value: str) -> DigestCredentials:
         if "username" in params:
             raise DigestError("both username and username* present")
         params["username"] = _decode_ext_value(params["username*"])
-    for name in _MANDATORY:
-        if name not in params:
-            raise DigestError(f"missing digest parameter {name!r}")
-    if params.get("userhash", "false").lower() == "true":
+    if not _MANDATORY_SET.issubset(params):
+        missing = next(name for name in _MANDATORY if name not in params)
+        raise DigestError(f"missing digest parameter {missing!r}")
+    if "userhash" in params and params["userhash"].lower() == "true":
         raise DigestError("userhash is not supported")
 
-    algorithm = _canonical_algorithm(params.get("algorithm", "MD5"))
+    algorithm = params.get("algorithm")
+    algorithm = "MD5" if algorithm is None or algorithm == "MD5" else _canonical_algorithm(algorithm)
     response = params["response"].lower()
-    if len(response) != _HEX_LEN[algorithm] or _HEX_RE.fullmatch(response) is None:
+    if len(response) != _HEX_LEN[algorithm] or not _LOWER_HEX.issuperset(response):
         raise DigestError("digest response is not a hex digest of the right length")
 
     qop = params.get("qop")
@@ -267,22 +279,22 @@ def parse_credentials(header_value: str) -> DigestCredentials:
             raise DigestError(f"unsupported qop {qop!r}")
         if nc is None or cnonce is None:
             raise DigestError("qop requires nc and cnonce")
-        if _NC_RE.fullmatch(nc) is None:
+        if len(nc) != 8 or not _ANY_HEX.issuperset(nc):
             raise DigestError("nc must be 8 hex digits")
     elif algorithm.endswith("-sess") and cnonce is None:
         raise DigestError(f"{algorithm} requires cnonce")
 
     return DigestCredentials(
-        username=params["username"],
-        realm=params["realm"],
-        nonce=params["nonce"],
-        uri=params["uri"],
-        response=response,
-        algorithm=algorithm,
-        qop=qop,
-        nc=nc,
-        cnonce=cnonce,
-        opaque=params.get("opaque"),
+        params["username"],
+        params["realm"],
+        params["nonce"],
+        params["uri"],
+        response,
+        algorithm,
+        qop,
+        nc,
+        cnonce,
+        params.get("opaque"),
     )
 
 
