@@ -118,9 +118,12 @@ def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5"
 # --------------------------------------------------------------------------- parsing
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DigestCredentials:
-    """The parameters of a ``Digest`` Authorization / Proxy-Authorization value."""
+    """The parameters of a ``Digest`` Authorization / Proxy-Authorization value.
+
+    Treat as read-only. Not a frozen dataclass: that would pay ``object.__setattr__`` for each
+    field on every authenticated request."""
 
     username: str
     realm: str
