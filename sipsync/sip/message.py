@@ -308,6 +308,14 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         key = normalize_name(name)[0]
+        index, repeated = self._index()
+        if key not in repeated:  # at most one field: the index has it (the common case)
+            value = index.get(key)
+            if value is None:
+                return []
+            if key in LIST_HEADERS:
+                return split_header_values(value)
+            return [value]
         if key in LIST_HEADERS:
             out: list[str] = []
             for k, _, value in self._items:
