@@ -140,8 +140,7 @@ class Notifier:
             subscription.cseq += RESTART_MARGIN
             subscription.version += RESTART_MARGIN
             self.table.add(subscription)
-            self._arm(subscription, now)
-            self._persist(subscription)
+            self._arm(subscription, now)  # and queued with the margin applied
         return len(self.table)
 
     # --- SUBSCRIBE --------------------------------------------------------------------------------
@@ -443,9 +442,13 @@ class Notifier:
                 self._end(subscription, "rejected")
         if old is None:
             return
-        if old.customer != new.customer:
+        if old.customer != new.customer:  # busy lamps never cross customers, before or after a move
             for subscription in self.table.watching(DIALOG, new.aor):
                 if subscription.subscriber != new.aor:
+                    self._end(subscription, "rejected")
+            for subscription in self.table.held_by(new.aor):
+                target = self._account(subscription.target)
+                if subscription.event == DIALOG and (target is None or target.customer != new.customer):
                     self._end(subscription, "rejected")
         if old.mailbox != new.mailbox:
             self._notify_all(MESSAGE_SUMMARY, new.aor)
@@ -454,9 +457,14 @@ class Notifier:
 
     def call_changed(self, call: Call, state: str) -> None:
         """A call through the proxy moved on: both parties' busy lamps follow it."""
-        parties = ((call.account, "initiator", call.caller_tag, call.callee_tag),
-                   (call.callee, "recipient", call.callee_tag, call.caller_tag))  # fmt: skip
-        for aor, direction, local_tag, remote_tag in parties:
+        if call.callee:
+            callee = f"sip:{call.callee}"
+        else:
+            callee = f"sip:{call.number or call.dialled}@{self._config.realm}"
+        caller = f"sip:{call.account}"
+        parties = ((call.account, "initiator", call.caller_tag, call.callee_tag, callee),
+                   (call.callee, "recipient", call.callee_tag, call.caller_tag, caller))  # fmt: skip
+        for aor, direction, local_tag, remote_tag, remote in parties:
             if aor is None:
                 continue
             views = self._dialogs.setdefault(aor, {})
@@ -465,7 +473,7 @@ class Notifier:
             if view is None:
                 view = views[key] = DialogView(call.call_id, direction, state)
             view.state = state
-            view.local_tag, view.remote_tag = local_tag, remote_tag
+            view.local_tag, view.remote_tag, view.remote = local_tag, remote_tag, remote
             self._notify_all(DIALOG, aor)
             if state == "terminated":
                 del views[key]

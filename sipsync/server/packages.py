@@ -11,15 +11,17 @@
 lost or reordered one heals with the next). The node sees a call from the proxy's seat, so both
 parties' dialogs follow the call: ``trying`` once the INVITE is accepted and relayed, ``early``
 when the callee's phone rings (a provisional response relayed), ``confirmed`` on the answer,
-``terminated`` at the end -- reported once, then dropped. Do-not-disturb is shown as busy: an
-extension with ``dnd`` on carries one extra dialog ``id="dnd"`` in state ``confirmed``, which
-every BLF lamp shows as "on the phone" (red), the closest the dialog package has to "do not call".
+``terminated`` at the end -- reported once, then dropped. Each dialog names the other party
+(``<remote><identity>``: the caller's address, the callee's, or the number dialled out).
+Do-not-disturb is shown as busy: an extension with ``dnd`` on carries one extra dialog
+``id="dnd"`` in state ``confirmed``, which every BLF lamp shows as "on the phone" (red), the
+closest the dialog package has to "do not call".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 __all__ = [
     "ALLOW_EVENTS",
@@ -70,6 +72,7 @@ class DialogView:
     state: str  # trying, early, confirmed, terminated
     local_tag: str | None = None
     remote_tag: str | None = None
+    remote: str | None = None  # the other party's URI, shown by phones that display it
 
 
 def dialog_info(entity: str, version: int, dialogs: list[DialogView], *, dnd: bool = False) -> bytes:
@@ -87,7 +90,8 @@ def dialog_info(entity: str, version: int, dialogs: list[DialogView], *, dnd: bo
         if view.remote_tag:
             attributes.append(f"remote-tag={quoteattr(view.remote_tag)}")
         attributes.append(f'direction="{view.direction}"')
-        lines.append(f"<dialog {' '.join(attributes)}><state>{view.state}</state></dialog>")
+        remote = f"<remote><identity>{escape(view.remote)}</identity></remote>" if view.remote else ""
+        lines.append(f"<dialog {' '.join(attributes)}><state>{view.state}</state>{remote}</dialog>")
     lines.append("</dialog-info>")
     return ("\r\n".join(lines) + "\r\n").encode()
 

@@ -53,6 +53,11 @@ set; sent to the next Route, else on the party's flow), with ``Reason: SIP;cause
 exhausted"``; the call is recorded with cause ``credit_exhausted`` and billed exactly its maximum
 duration. Whatever the parties answer to those BYEs is absorbed.
 
+SUBSCRIBE without a To tag, or inside a dialog that is no call's, goes to the notifier
+(:mod:`sipsync.server.notifier`: voicemail and busy lamps); its NOTIFYs leave through
+:meth:`Proxy.send_request`, client transactions whose final status (None: no answer) goes back to
+it.
+
 REFER (RFC 3515) in a dialog is relayed like any in-dialog request, and the far UA's 202 and its
 NOTIFYs come back the same way. The transferee then sends a new INVITE of its own (with
 ``Referred-By``): it is authenticated, authorised and rated as the transferee's call; no step

@@ -342,6 +342,7 @@ def test_blf_follows_a_call_trying_early_confirmed_terminated(events_world):
     dialog = ET.fromstring(confirmed.body).find(f"{NS}dialog")
     assert dialog.get("direction") == "recipient" and dialog.get("remote-tag") == invite.from_.tag
     assert dialog.get("local-tag") == "callee1"
+    assert dialog.find(f"{NS}remote/{NS}identity").text == "sip:alice@sip.test"
     # the call is over: the next NOTIFY shows the extension idle again
     push(node, "bob", 2, dnd=False, max_calls=3)
     assert dave.inbox() == []  # nothing a lamp shows changed
@@ -356,6 +357,7 @@ def test_the_caller_side_is_shown_as_initiator(events_world):
     trying = only(dave.inbox(), "NOTIFY")
     dialog = ET.fromstring(trying.body).find(f"{NS}dialog")
     assert dialog.get("direction") == "initiator" and dialog.find(f"{NS}state").text == "trying"
+    assert dialog.find(f"{NS}remote/{NS}identity").text == "sip:bob@sip.test"
 
 
 def test_do_not_disturb_shows_as_busy(events_world):
@@ -434,3 +436,19 @@ def test_control_api_lists_subscriptions_held_and_watching(events_world):
     assert blf["expires_at"] == clock.t + 600
     assert (mwi["subscriber"], mwi["target"]) == ("bob@sip.test", "bob@sip.test")
     assert mwi["source"] == f"{BOB[0]}:{BOB[1]}"
+
+
+def test_moving_to_another_customer_ends_busy_lamps_across_customers(events_world):
+    node, alice, bob, dave, _ = events_world()
+    _, notifies = split(Subscriber(dave, "1002", "dialog").subscribe(expires=600))  # dave watches bob
+    ok(dave, only(notifies))
+    _, notifies = split(Subscriber(bob, "1001", "dialog").subscribe(expires=600))  # bob watches alice
+    ok(bob, only(notifies))
+    _, notifies = split(Subscriber(bob, "1002", "message-summary").subscribe(expires=600))
+    ok(bob, only(notifies))
+    push(node, "bob", 2, customer="C0000002")
+    assert only(dave.inbox(), "NOTIFY").headers.get("Subscription-State") == "terminated;reason=rejected"
+    ended = only(bob.inbox(), "NOTIFY")
+    assert ended.headers.get("Event") == "dialog"
+    assert ended.headers.get("Subscription-State") == "terminated;reason=rejected"
+    assert [s.event for s in node.notifier.involving("bob@sip.test")] == ["message-summary"]
