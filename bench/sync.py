@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -214,7 +215,7 @@ def figures(name: str, values: list[float]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def run(args, tmp: Path, children: list[Child]) -> None:
+def run(args, tmp: Path, children: list[Child], result: dict) -> None:
     secret = secrets.token_hex(16)
     queue_name = args.queue_name
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
@@ -242,9 +243,11 @@ def run(args, tmp: Path, children: list[Child]) -> None:
     from accounts import services as account_services
     from accounts.models import SipAccount
     from portal.celery import app
-    from sipsync import tasks
+    from sipsync import documents, tasks
+    from sipsync.client import NodeClient
     from sipsync.models import DocumentKind, DocumentVersion, OutboxEntry
     from sipsync.outbox import clock_version
+    from sipsync.server.provision import document_for_password
 
     call_command("migrate", verbosity=0)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -307,6 +310,34 @@ def run(args, tmp: Path, children: list[Child]) -> None:
     say(figures("change -> enforced (old password 403, new 200 over UDP)", enforced))
     say(f"aim: p99 < 500 ms -> {'met' if percentile(enforced, 99) * 1000 < 500 else 'MISSED'}")
 
+    # Reference: the same change as a document PUT straight to the node by this process (no
+    # database, broker or worker): the floor the portal's path is compared with.
+    direct = []
+    ref_user, ref_password = "bench-direct", "Bench-Direct-Passw0rd!"
+    http.put(
+        f"/v1/accounts/{ref_user}@{REALM}",
+        json=document_for_password(ref_user, REALM, ref_password, version=1),
+    ).raise_for_status()
+    for i in range(args.changes):
+        new = f"Bench-Direct-{i}-{secrets.token_hex(4)}"
+        started = time.perf_counter()
+        http.put(
+            f"/v1/accounts/{ref_user}@{REALM}",
+            json=document_for_password(ref_user, REALM, new, version=i + 2),
+        ).raise_for_status()
+        statuses = phone.register(ref_user, ref_password), phone.register(ref_user, new)
+        direct.append(time.perf_counter() - started)
+        if statuses != (403, 200):
+            raise RuntimeError(f"direct change {i}: old password, new: {statuses} (expected 403, 200)")
+        ref_password = new
+    say(figures("reference: PUT straight to the node -> enforced", direct))
+    say(f"ratio enforced p99 / reference p99: {percentile(enforced, 99) / percentile(direct, 99):.1f}x")
+    result.update(
+        enforced_p50=percentile(enforced, 50) * 1000, enforced_p99=percentile(enforced, 99) * 1000,
+        direct_p99=percentile(direct, 99) * 1000,
+    )  # fmt: skip
+    http.delete(f"/v1/accounts/{ref_user}@{REALM}", params={"version": args.changes + 2}).raise_for_status()
+
     # --- 2. convergence of a fresh node ---------------------------------------------------------
     n = args.accounts
     if n <= 0:
@@ -347,10 +378,11 @@ def run(args, tmp: Path, children: list[Child]) -> None:
     versions = dict(
         DocumentVersion.objects.filter(kind=DocumentKind.ACCOUNT).values_list("object_id", "version")
     )
-    accounts = {
-        f"{username}@{realm.lower()}": versions[pk]
+    accounts_by_pk = {
+        pk: f"{username}@{realm.lower()}"
         for pk, username, realm in SipAccount.objects.values_list("pk", "username", "realm")
     }
+    accounts = {aor: versions[pk] for pk, aor in accounts_by_pk.items()}
     started = time.perf_counter()
     tasks.reconcile.apply_async(queue=queue_name)
     next_sweep = started + args.sweep_interval
@@ -376,13 +408,39 @@ def run(args, tmp: Path, children: list[Child]) -> None:
         say(f"aim: < 10 s -> {'met' if converged_at < 10 else 'MISSED'}")
     say(f"outbox entries left: {OutboxEntry.objects.count()}")
     http.close()
+    if converged_at is None:
+        return
+    result["converge_s"] = converged_at
+
+    # Reference: the same documents built in this process and pushed straight to another fresh
+    # node in batches of 500 (no outbox, broker, worker or status bookkeeping).
+    worker.stop(signal.SIGTERM, 30)
+    reference = Node(tmp / "node3.sqlite3", dict(os.environ))
+    children.append(reference.child)
+    ids = list(accounts_by_pk)
+    started = time.perf_counter()
+    with NodeClient(reference.url, secret=secret, timeout=30) as client:
+        for start in range(0, len(ids), 500):
+            built = documents.build_documents(DocumentKind.ACCOUNT, ids[start : start + 500])
+            client.push_batch([doc for doc in built.values() if doc is not None])
+        if client.digest()["accounts"] != accounts:
+            raise RuntimeError("the reference node did not converge")
+    direct_s = time.perf_counter() - started
+    say(f"reference: the same documents pushed straight to a fresh node: {direct_s:.2f} s")
+    say(f"ratio convergence / reference: {converged_at / direct_s:.1f}x")
+    result["converge_direct_s"] = direct_s
+
+
+DEFAULT_BROKERS = ["filesystem://", "redis://127.0.0.1:6379/0"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/sync.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--broker", default="filesystem://", help="filesystem:// (embedded) or redis://HOST:PORT/DB"
-    )
+        "--broker", action="append",
+        help="filesystem:// (embedded) or redis://HOST:PORT/DB; repeat for several, each measured in "
+        f"turn (default: {' and '.join(DEFAULT_BROKERS)}, Redis skipped when it does not answer)",
+    )  # fmt: skip
     parser.add_argument("--changes", type=int, default=200, help="password changes timed (default 200)")
     parser.add_argument(
         "--accounts", type=int, default=10_000, help="accounts a fresh node converges (0: skip)"
@@ -394,16 +452,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--converge-timeout", type=float, default=600.0)
     parser.add_argument(
         "--polling-interval", type=float, default=None,
-        help="what-if: the filesystem transport's polling interval in the worker (default: as configured; "
-        "beware kombu's empty-file race, docs/sync.md)",
+        help="what-if: the embedded broker's polling interval in the worker (default: as configured, "
+        "50 ms; portal/broker.py)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)  # one broker's figures, as JSON
     args = parser.parse_args(argv)
+    brokers = args.broker or DEFAULT_BROKERS
+    if len(brokers) > 1:
+        return _each_broker(brokers, argv if argv is not None else sys.argv[1:])
+    args.broker = brokers[0]
     args.queue_name = f"sipsync-bench-{uuid.uuid4().hex[:10]}"
     tmp = Path(tempfile.mkdtemp(prefix="sync-bench-"))
     children: list[Child] = []
+    result: dict = {"broker": args.broker}
     try:
-        run(args, tmp, children)
+        run(args, tmp, children, result)
     finally:
         for child in reversed(children):
             child.stop()
@@ -414,7 +478,47 @@ def main(argv: list[str] | None = None) -> int:
                 redis.Redis.from_url(args.broker).delete(args.queue_name)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+        if args.result_file:
+            Path(args.result_file).write_text(json.dumps(result))
     return 0
+
+
+def _each_broker(brokers: list[str], argv: list[str]) -> int:
+    """Measure each broker in a process of its own (Django and Celery are set up once per
+    process), then print the figures side by side."""
+    rest = [a for i, a in enumerate(argv) if a != "--broker" and (i == 0 or argv[i - 1] != "--broker")]
+    rest = [a for a in rest if not a.startswith("--broker=")]
+    results, code = [], 0
+    for broker in brokers:
+        if broker.startswith("redis") and not _answers(broker):
+            say(f"# {broker}: not answering, skipped")
+            continue
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            say(f"\n## broker {broker}")
+            done = subprocess.run(
+                [sys.executable, __file__, "--broker", broker, "--result-file", out.name, *rest], cwd=ROOT
+            )
+            code = code or done.returncode
+            text = Path(out.name).read_text()
+            results.append(json.loads(text) if text else {"broker": broker})
+    say("\n## summary (ms; s for convergence)")
+    say("| broker | enforced p50 | enforced p99 | reference p99 | 10,000 accounts | reference |")
+    say("|---|---|---|---|---|---|")
+    columns = [("enforced_p50", ".0f"), ("enforced_p99", ".0f"), ("direct_p99", ".0f")]
+    columns += [("converge_s", ".2f"), ("converge_direct_s", ".2f")]
+    for r in results:
+        cells = [format(r[key], fmt) if key in r else "-" for key, fmt in columns]
+        say(f"| {r['broker']} | {' | '.join(cells)} |")
+    return code
+
+
+def _answers(url: str) -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:  # noqa: BLE001 - whatever the reason, there is no Redis to measure
+        return False
 
 
 if __name__ == "__main__":

@@ -231,6 +231,55 @@ EXPLANATIONS: dict[Cause, Explanation] = {
         "The phone demanded a SIP extension this service does not support.",
         "Switch off optional features such as 'session timers required' on the phone.",
     ),
+    Cause.BAD_EVENT: Explanation(
+        "Phone asked for a status this service does not offer",
+        "The phone subscribed to an event package ({event}) the service does not provide. It "
+        "offers the voicemail lamp (message-summary) and the busy lamp (dialog) only.",
+        "Switch off presence or other status features on the phone that this service lacks; "
+        "voicemail and busy lamps keep working.",
+    ),
+    Cause.SUBSCRIPTION_TOO_BRIEF: Explanation(
+        "Lamp subscription renewed too often",
+        "The phone asked to renew its voicemail or busy-lamp subscription more often than the "
+        "service allows (it was told the shortest interval allowed).",
+        "Set the phone's subscription period (often 'BLF/MWI subscribe period') to 300 seconds "
+        "or more.",
+    ),
+    Cause.MAILBOX_NOT_OWN: Explanation(
+        "Voicemail lamp for someone else's mailbox",
+        "The phone asked to watch a mailbox ({target}) that is not its own account's.",
+        "Set the phone's voicemail (MWI) subscription to the account's own number, or leave it "
+        "empty so that the phone uses its own account.",
+    ),
+    Cause.WATCH_NOT_PERMITTED: Explanation(
+        "Busy lamp for an extension that is not yours",
+        "A phone asked to watch an extension that does not belong to your company.",
+        "Busy lamp keys can watch your own company's extensions only. Check the number on the "
+        "phone's BLF key.",
+    ),
+    Cause.WATCH_OTHER_CUSTOMER: Explanation(
+        "Busy lamp for another company's extension",
+        "The phone asked to watch {target}, which belongs to another customer of the service. "
+        "Busy lamps only show your own company's extensions.",
+        "Change the phone's BLF key to one of your own extensions (by extension number).",
+    ),
+    Cause.WATCH_UNKNOWN_TARGET: Explanation(
+        "Busy lamp for an unknown extension",
+        "The phone asked to watch {target}, which is not one of your company's extensions.",
+        "Check the extension number on the phone's BLF key against the SIP accounts page.",
+    ),
+    Cause.TOO_MANY_SUBSCRIPTIONS: Explanation(
+        "Too many lamp subscriptions",
+        "The account's phones watch more extensions and mailboxes than the service allows "
+        "for one account ({limit}).",
+        "Remove busy lamp keys the phone does not need, or spread them over more accounts.",
+    ),
+    Cause.NO_SUCH_SUBSCRIPTION: Explanation(
+        "Lamp subscription had already ended",
+        "The phone renewed a voicemail or busy-lamp subscription that had already expired or "
+        "ended. A phone subscribes again on its own after this.",
+        "Usually harmless; if a lamp stays dark, restart the phone.",
+    ),
 }
 
 _BY_CODE = {

@@ -151,6 +151,9 @@ else:
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+    if CELERY_BROKER_URL.startswith("filesystem://"):
+        # kombu's transport with an atomic publish and take, polled every 50 ms (portal/broker.py).
+        CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_TASK_IGNORE_RESULT = True

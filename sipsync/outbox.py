@@ -208,6 +208,34 @@ def complete(entry: OutboxEntry, *, pushed_version: int | None) -> bool:
         return False
 
 
+def complete_many(pushed: list[tuple[OutboxEntry, int | None]]) -> int:
+    """`complete` for many entries in one transaction; returns how many were deleted."""
+    if not pushed:
+        return 0
+    with transaction.atomic():
+        current: dict[tuple[str, int], int] = {}
+        for kind in {entry.kind for entry, _ in pushed}:
+            ids = [entry.object_id for entry, _ in pushed if entry.kind == kind]
+            rows = (
+                DocumentVersion.objects.select_for_update()
+                .filter(kind=kind, object_id__in=ids)
+                .values_list("object_id", "version")
+            )
+            current.update(((kind, pk), version) for pk, version in rows)
+        done, again = [], []
+        for entry, version in pushed:
+            held = current.get((entry.kind, entry.object_id))
+            (done if held is None or version is None or held <= version else again).append(entry)
+        OutboxEntry.objects.filter(pk__in=[entry.pk for entry in done]).delete()
+        if again:
+            OutboxEntry.objects.filter(
+                pk__in=[entry.pk for entry in again], claim_token__in={entry.claim_token for entry in again}
+            ).update(claimed_until=None, claim_token="", next_attempt_at=timezone.now())
+            # The pushes of the newer changes may have found these entries claimed: push again.
+            transaction.on_commit(partial(_push_after_commit, [entry.pk for entry in again]), robust=True)
+    return len(done)
+
+
 def release(entries: list[OutboxEntry]) -> None:
     """Give back entries still leased to this worker (its push broke off); best effort: if even
     this fails, the lease runs out on its own."""

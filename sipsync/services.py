@@ -37,7 +37,8 @@ class PushReport:
 @dataclass
 class ReconcileReport:
     node: str
-    pushed: int = 0
+    queued: int = 0  # to the outbox: new versions, for every node
+    pushed: int = 0  # straight to this node: the versions it lacked
     removed: list[str] = field(default_factory=list)
     in_sync: int = 0
 
@@ -45,9 +46,15 @@ class ReconcileReport:
 # --- push -----------------------------------------------------------------------------------
 
 
-def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> PushReport:
+PUSH_BATCH = 500
+
+
+def push_entries(entry_ids: list[int] | None = None, *, limit: int = PUSH_BATCH) -> PushReport:
     """Push the given outbox entries (all of them, `limit` at a time, stopping after a batch in
-    which a node failed), or up to `limit` of those due, to every node; see `sipsync.outbox`."""
+    which a node failed), or up to `limit` of those due, to every node; see `sipsync.outbox`.
+
+    A batch is built with a handful of queries, sent to each node in one request
+    (`POST /v1/batch`, one flush of the node's store) and recorded in a few statements."""
     report = PushReport()
     if entry_ids is None:
         batches: list[list[int] | None] = [None]
@@ -61,8 +68,7 @@ def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> Pus
             if entries and not clients:
                 clients = [NodeClient(node) for node in outbox.node_urls()]
             try:
-                for entry in entries:
-                    _push_entry(entry, clients, report)
+                _push_batch(entries, clients, report)
             except BaseException:
                 # An error (the database busy or gone): give back what this run still holds, so
                 # the task's retry can take it at once instead of after the lease.
@@ -76,57 +82,88 @@ def push_entries(entry_ids: list[int] | None = None, *, limit: int = 100) -> Pus
     return report
 
 
-def _push_entry(entry: OutboxEntry, clients: list[NodeClient], report: PushReport) -> None:
-    document = documents.build_document(entry.kind, entry.object_id)
-    if document is None:  # the object is gone; reconcile removes it from the nodes
-        outbox.complete(entry, pushed_version=None)
-        report.done += 1
+def _push_batch(entries: list[OutboxEntry], clients: list[NodeClient], report: PushReport) -> None:
+    if not entries:
         return
-    version = document["version"]
-    errors: dict[str, str] = {}
-    held_by_node: dict[str, int | None] = {}
+    built: dict[tuple[str, int], dict | None] = {}
+    for kind in {entry.kind for entry in entries}:
+        ids = [entry.object_id for entry in entries if entry.kind == kind]
+        built.update(((kind, pk), doc) for pk, doc in documents.build_documents(kind, ids).items())
+    completed: list[tuple[OutboxEntry, int | None]] = []
+    pushing: list[tuple[OutboxEntry, dict]] = []
+    for entry in entries:
+        document = built[(entry.kind, entry.object_id)]
+        if document is None:  # the object is gone; reconcile removes it from the nodes
+            completed.append((entry, None))
+            report.done += 1
+        else:
+            pushing.append((entry, document))
+    answers: dict[str, list] = {}
     for client in clients:
         try:
-            result = client.push(document)
+            answers[client.base_url] = client.push_batch([document for _, document in pushing])
         except NodeError as exc:
-            errors[client.base_url] = str(exc)
+            answers[client.base_url] = [exc] * len(pushing)
+    pushes = []
+    for index, (entry, document) in enumerate(pushing):
+        version = document["version"]
+        errors: dict[str, str] = {}
+        held_by_node: dict[str, int] = {}
+        for node, results in answers.items():
+            result = results[index]
+            if isinstance(result, NodeError):
+                errors[node] = str(result)
+            else:
+                held_by_node[node] = result.held_version if result.held_version is not None else version
+        if entry.kind == DocumentKind.ACCOUNT:
+            pushes.append((entry.object_id, version, held_by_node, errors))
+        ahead = max((held for held in held_by_node.values() if held > version), default=0)
+        if ahead:
+            # A node holds a newer version than the portal (e.g. a restored database): go above it.
+            with transaction.atomic():
+                outbox.enqueue(entry.kind, [entry.object_id], floor=ahead + 1)
+                outbox.complete(entry, pushed_version=version)
+        elif errors:
+            outbox.fail(entry, error="; ".join(errors.values()))
+            report.failed.extend(errors.values())
+        else:
+            completed.append((entry, version))
+            report.done += 1
+    _record_push(pushes)
+    outbox.complete_many(completed)
+
+
+def _record_push(pushes: list[tuple[int, int, dict[str, int], dict[str, str]]]) -> None:
+    """Per account and node: APPLIED at the version the node holds (PENDING if that is not the
+    one pushed), or FAILING with the error (the version it held before stays shown)."""
+    if not pushes:
+        return
+    present = set(SipAccount.objects.filter(pk__in=[p[0] for p in pushes]).values_list("pk", flat=True))
+    reached, failing = [], []
+    for account_id, version, held_by_node, errors in pushes:
+        if account_id not in present:
             continue
-        held_by_node[client.base_url] = result.held_version if result.held_version is not None else version
-    ahead = max((held for held in held_by_node.values() if held is not None and held > version), default=0)
-    if entry.kind == DocumentKind.ACCOUNT:
-        _record_push(entry.object_id, version, held_by_node, errors)
-    if ahead:
-        # A node holds a newer version than the portal (e.g. a restored database): go above it.
-        with transaction.atomic():
-            outbox.enqueue(entry.kind, [entry.object_id], floor=ahead + 1)
-            outbox.complete(entry, pushed_version=version)
-        return
-    if errors:
-        outbox.fail(entry, error="; ".join(errors.values()))
-        report.failed.extend(errors.values())
-        return
-    outbox.complete(entry, pushed_version=version)
-    report.done += 1
-
-
-def _record_push(account_id: int, version: int, held_by_node: dict, errors: dict) -> None:
-    if not SipAccount.objects.filter(pk=account_id).exists():
-        return
-    for node, held in held_by_node.items():
-        state = (
-            ProvisioningState.APPLIED if held is not None and held == version else ProvisioningState.PENDING
-        )
-        ProvisioningStatus.objects.update_or_create(
-            account_id=account_id,
-            node=node,
-            defaults={"state": state, "applied_version": held, "error": ""},
-        )
-    for node, error in errors.items():
-        ProvisioningStatus.objects.update_or_create(
-            account_id=account_id,
-            node=node,
-            defaults={"state": ProvisioningState.FAILING, "error": error[:500]},
-        )
+        for node, held in held_by_node.items():
+            state = ProvisioningState.APPLIED if held == version else ProvisioningState.PENDING
+            reached.append(
+                ProvisioningStatus(
+                    account_id=account_id, node=node, state=state, applied_version=held, error=""
+                )
+            )
+        for node, error in errors.items():
+            failing.append(
+                ProvisioningStatus(
+                    account_id=account_id, node=node, state=ProvisioningState.FAILING, error=error[:500]
+                )
+            )
+    for rows, fields in (
+        (reached, ["state", "applied_version", "error", "updated_at"]),
+        (failing, ["state", "error", "updated_at"]),
+    ):
+        if rows:
+            ProvisioningStatus.objects.bulk_create(
+                rows, update_conflicts=True, unique_fields=["account", "node"], update_fields=fields
+            )
 
 
 # --- reconcile ------------------------------------------------------------------------------
@@ -135,9 +172,12 @@ def _record_push(account_id: int, version: int, held_by_node: dict, errors: dict
 def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileReport:
     """Compare a node's versions with the portal's and heal the difference.
 
-    Missing or older documents are queued for pushing (a new or restarted node converges);
-    objects never versioned get a version; a node ahead of the portal is overtaken; accounts
-    the node has but the portal doesn't are removed from it.
+    Documents the node lacks or holds older are pushed straight to it in batches (a new or
+    restarted node converges in seconds); whatever that push cannot place (the node fails, a
+    document is refused, the node holds a newer one) goes to the outbox. Objects never
+    versioned get a version and a node ahead of the portal is overtaken, through the outbox
+    (their version changes for every node); accounts the node has but the portal doesn't are
+    removed from it.
     """
     own_client = client is None
     client = client or NodeClient(node)
@@ -154,15 +194,34 @@ def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileR
         plans = dict(RatePlan.objects.values_list("name", "pk"))
         customers = dict(Customer.objects.values_list("account_number", "pk"))
         with transaction.atomic():
-            account_states = _reconcile_kind(DocumentKind.ACCOUNT, accounts, held_accounts, report)
-            _reconcile_kind(DocumentKind.CUSTOMER, customers, digest["customers"], report)
-            _reconcile_kind(DocumentKind.RATE_PLAN, plans, digest["rate_plans"], report)
+            account_states, missing_accounts = _reconcile_kind(
+                DocumentKind.ACCOUNT, accounts, held_accounts, report
+            )
+            _, missing_customers = _reconcile_kind(
+                DocumentKind.CUSTOMER, customers, digest["customers"], report
+            )
+            _, missing_plans = _reconcile_kind(DocumentKind.RATE_PLAN, plans, digest["rate_plans"], report)
             _sync_statuses(report.node, account_states)
-        leftovers = sorted(set(held_accounts) - set(accounts))
-        for aor in leftovers[:MAX_REMOVALS_PER_RUN]:
-            version = max(int(held_accounts[aor]) + 1, outbox.clock_version())
-            client.delete_account(aor, version=version)
-            report.removed.append(aor)
+        for kind, missing in (
+            (DocumentKind.RATE_PLAN, missing_plans),
+            (DocumentKind.CUSTOMER, missing_customers),
+            (DocumentKind.ACCOUNT, missing_accounts),
+        ):
+            _push_missing(client, report, kind, missing)
+        leftovers = sorted(set(held_accounts) - set(accounts))[:MAX_REMOVALS_PER_RUN]
+        removals = [
+            {
+                "kind": "removal",
+                "account": aor,
+                "version": max(int(held_accounts[aor]) + 1, outbox.clock_version()),
+            }
+            for aor in leftovers
+        ]
+        for aor, result in zip(leftovers, client.push_batch(removals), strict=True):
+            if isinstance(result, NodeError):
+                logger.warning("sipsync: %s refused to remove %s: %s", node, aor, result)
+            else:
+                report.removed.append(aor)
         if report.removed:
             logger.info("sipsync: removed %d unknown accounts from %s", len(report.removed), node)
         return report
@@ -173,8 +232,9 @@ def reconcile_node(node: str, *, client: NodeClient | None = None) -> ReconcileR
 
 def _reconcile_kind(
     kind: str, objects: dict[str, int], held: dict[str, int], report: ReconcileReport
-) -> dict:
-    """Queue what differs; returns {object_id: (state, held version)} for the objects."""
+) -> tuple[dict, list[int]]:
+    """Queue what needs a new version; returns {object_id: (state, held version)} for the
+    objects not missing, and the ids of those missing (the node lacks their version)."""
     versions = dict(DocumentVersion.objects.filter(kind=kind).values_list("object_id", "version"))
     never, missing, ahead_floor, ahead = [], [], 0, []
     states: dict[int, tuple[str, int | None]] = {}
@@ -186,6 +246,7 @@ def _reconcile_kind(
             never.append(pk)
         elif node_version is None or node_version < mine:
             missing.append(pk)
+            continue  # its status is recorded by the push
         elif node_version > mine:
             ahead.append(pk)
             ahead_floor = max(ahead_floor, node_version + 1)
@@ -195,11 +256,41 @@ def _reconcile_kind(
             continue
         states[pk] = (ProvisioningState.PENDING, node_version)
     outbox.enqueue(kind, never)
-    outbox.enqueue(kind, missing, bump=False)
     if ahead:
         outbox.enqueue(kind, ahead, floor=ahead_floor)
-    report.pushed += len(never) + len(missing) + len(ahead)
-    return states
+    report.queued += len(never) + len(ahead)
+    return states, missing
+
+
+def _push_missing(client: NodeClient, report: ReconcileReport, kind: str, ids: list[int]) -> None:
+    """Push the current documents of `ids` to the one node being reconciled, a batch at a time.
+    A node that fails leaves the rest to the outbox (and the error to the task)."""
+    for start in range(0, len(ids), PUSH_BATCH):
+        built = documents.build_documents(kind, ids[start : start + PUSH_BATCH])
+        pushing = [(pk, doc) for pk, doc in built.items() if doc is not None]
+        try:
+            results = client.push_batch([doc for _, doc in pushing])
+        except NodeError:
+            outbox.enqueue(kind, ids[start:], bump=False)
+            report.queued += len(ids) - start
+            raise
+        pushes, refused = [], []
+        for (pk, doc), result in zip(pushing, results, strict=True):
+            if isinstance(result, NodeError):
+                refused.append(pk)  # the outbox's push records the reason on the status
+                continue
+            version = doc["version"]
+            held = result.held_version if result.held_version is not None else version
+            pushes.append((pk, version, {report.node: held}, {}))
+            if held > version:  # the node is ahead: a version above it, for every node
+                outbox.enqueue(kind, [pk], floor=held + 1)
+                report.queued += 1
+            else:
+                report.pushed += 1
+        if kind == DocumentKind.ACCOUNT:
+            _record_push(pushes)
+        outbox.enqueue(kind, refused, bump=False)
+        report.queued += len(refused)
 
 
 def _sync_statuses(node: str, states: dict[int, tuple[str, int | None]]) -> None:

@@ -62,7 +62,12 @@ def reconcile() -> dict:
             logger.warning("sipsync: reconcile of %s failed: %s", node, exc)
             failed.append(str(exc))
             continue
-        result[node] = {"queued": report.pushed, "removed": len(report.removed), "in_sync": report.in_sync}
+        result[node] = {
+            "pushed": report.pushed,
+            "queued": report.queued,
+            "removed": len(report.removed),
+            "in_sync": report.in_sync,
+        }
     if failed:
         raise SyncIncomplete("; ".join(failed))
     return result

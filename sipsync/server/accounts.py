@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +144,7 @@ class Account:
     forward_all: str | None
     dnd: bool
     version: int
+    mailbox: tuple[int, int] = (0, 0)  # voicemail messages (new, old) for message-summary
 
     @property
     def aor(self) -> str:
@@ -159,7 +160,8 @@ class Account:
         ("account"), extension (null), password_change_required (false),
         codecs (["PCMU", "G729"]), caller_ids ([]), default_caller_id (null,
         must be one of caller_ids when given), permissions ([]), forward_all
-        (null), dnd (false).  ``max_contacts`` 0 means no limit.
+        (null), dnd (false), mailbox ({"new": 0, "old": 0}: voicemail counts).
+        ``max_contacts`` 0 means no limit.
         Raises ProvisioningError naming the offending field.
         """
         if not isinstance(doc, dict):
@@ -203,7 +205,22 @@ class Account:
             forward_all=d.string("forward_all", nullable=True),
             dnd=d.boolean("dnd", default=False),
             version=version,
+            mailbox=_mailbox(d),
         )
+
+
+def _mailbox(d: _Doc) -> tuple[int, int]:
+    value = d.get("mailbox", False)
+    if value is None:
+        return (0, 0)
+    if not isinstance(value, dict):
+        raise d._fail("mailbox", f'must be {{"new": N, "old": M}}, not {value!r}')
+    counts = _Doc(value)
+    counts.who = d.who
+    try:
+        return (counts.integer("new", default=0), counts.integer("old", default=0))
+    except ProvisioningError as exc:
+        raise ProvisioningError(str(exc).replace("field '", "field 'mailbox.", 1)) from None
 
 
 def _key(username: str, realm: str) -> tuple[str, str]:
@@ -219,6 +236,8 @@ class AccountTable:
         self._by_ext: dict[tuple[str, str], Account] = {}
         self._tombstones: dict[tuple[str, str], int] = {}
         self.load_errors: list[str] = []
+        # called with (old, new) after every accepted change: (None, acc) added, (acc, None) removed
+        self.listeners: list[Callable[[Account | None, Account | None], None]] = []
         for doc in store.load_accounts():
             if doc.get("kind") == TOMBSTONE_KIND:
                 self._tombstones[_key(doc["username"], doc["realm"])] = int(doc["version"])
@@ -271,6 +290,7 @@ class AccountTable:
         stored = dict(doc)
         stored["realm"] = acc.realm
         self._store.put_account(stored)
+        self._changed(old, acc)
         return True
 
     def remove(self, username: str, realm: str, version: int) -> bool:
@@ -291,6 +311,8 @@ class AccountTable:
         self._store.put_account(
             {"kind": TOMBSTONE_KIND, "username": k[0], "realm": k[1], "version": version}
         )
+        if old is not None:
+            self._changed(old, None)
         return True
 
     # -- reconcile ---------------------------------------------------------------------
@@ -308,6 +330,11 @@ class AccountTable:
         for line in sorted(f"{u}@{r} {a.version}\n" for (u, r), a in self._accounts.items()):
             h.update(line.encode())
         return h.hexdigest()
+
+    # -- listeners --------------------------------------------------------------------------
+    def _changed(self, old: Account | None, new: Account | None) -> None:
+        for listener in self.listeners:
+            listener(old, new)
 
     # -- internals -----------------------------------------------------------------------
     def _install(self, acc: Account) -> None:

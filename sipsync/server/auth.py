@@ -25,6 +25,7 @@ from sipsync.sip.message import Request
 log = logging.getLogger("sipsync.auth")
 
 Address = tuple[str, int]
+_NONCE_MARK = "\x00nonce\x00"
 
 
 class FailureLimiter:
@@ -78,12 +79,23 @@ class Authenticator:
         self._nonces = nonces
         self._limiter = limiter
         self._algorithms = algorithms
+        # The challenge values with the nonce left out: (text before it, text after it) per
+        # algorithm, for stale=False and stale=True. A nonce is base64url, so never needs quoting.
+        self._templates = {
+            stale: [
+                tuple(value.split(_NONCE_MARK))
+                for value in build_challenges(realm, _NONCE_MARK, algorithms=algorithms, stale=stale)
+            ]
+            for stale in (False, True)
+        }
 
     def challenge(self, *, proxy: bool, stale: bool = False) -> Reply:
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         nonce = self._nonces.issue(self.realm)
-        values = build_challenges(self.realm, nonce, algorithms=self._algorithms, stale=stale)
-        return Reply(407 if proxy else 401, headers=[(header, value) for value in values])
+        templates = self._templates[stale]
+        return Reply(
+            407 if proxy else 401, headers=[(header, before + nonce + after) for before, after in templates]
+        )
 
     def authenticate(self, request: Request, source: Address, *, proxy: bool = False) -> Account | Reply:
         """The authenticated, usable account, or the reply that refuses or challenges the request."""

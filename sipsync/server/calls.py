@@ -59,6 +59,7 @@ to its caller's CANCEL or its own timeout.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -75,6 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.store import LocalStore
 
 __all__ = ["Call", "CallTable", "Reservations", "find_rate", "first_charge", "max_seconds", "rate_cost"]
+
+log = logging.getLogger("sipsync.calls")
 
 ZERO = Decimal("0")
 # final code of a call that was still ringing when the node died: nobody answered it and the node
@@ -208,6 +211,7 @@ class Call:
     callee_route: tuple[str, ...] = ()  # Record-Route values beyond us towards the callee
     callee_cseq: int = 0
     timer: Any = None  # the proxy's max-duration timer
+    early: bool = False  # a provisional response with a To tag was relayed (the phone rings)
 
     @property
     def answered(self) -> bool:
@@ -245,6 +249,8 @@ class CallTable:
         self.reservations = reservations if reservations is not None else Reservations()
         self._calls: dict[str, Call] = {}
         self._per_account: dict[str, int] = {}
+        # told (call, state) as calls go trying / early / confirmed / terminated (busy lamps)
+        self.observer: Callable[[Call, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -274,7 +280,21 @@ class CallTable:
         if call.reserved:
             self.reservations.reserve(call.customer, call.reserved)
         self.persist(call)  # a call ringing when the node dies is recorded after the restart too
+        self._tell(call, "trying")
         return call
+
+    def ringing(self, call: Call) -> None:
+        """The callee's phone rings (the first provisional response relayed)."""
+        if not call.early and not call.answered and self._calls.get(call.call_id) is call:
+            call.early = True
+            self._tell(call, "early")
+
+    def _tell(self, call: Call, state: str) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(call, state)
+            except Exception:  # a busy lamp must never break the call itself
+                log.exception("call observer failed on %s (%s)", call.call_id, state)
 
     def record_refused(self, *, code: int, cause: str, **fields: Any) -> dict[str, Any]:
         """The record of an INVITE refused before it was relayed (not tracked as in progress)."""
@@ -287,6 +307,7 @@ class CallTable:
             call.answered_at = self._clock()
             call.final_code = 200
             self.persist(call)
+            self._tell(call, "confirmed")
 
     def persist(self, call: Call) -> None:
         """Queue the state of a call in progress in the store (again after it changed)."""
@@ -320,6 +341,7 @@ class CallTable:
         if not call.answered:
             call.final_code = code
         call.cause = cause
+        self._tell(call, "terminated")
         return self._write(call)
 
     def close_out_after_restart(self, *, last_alive: float | None = None) -> list[dict[str, Any]]:

@@ -50,6 +50,15 @@ class Cause(StrEnum):
     TOO_MANY_HOPS = "too_many_hops"
     LOOP_DETECTED = "loop_detected"
     UNSUPPORTED_EXTENSION = "unsupported_extension"
+    # --- event subscriptions (sipsync.server.notifier) ---
+    BAD_EVENT = "bad_event"
+    SUBSCRIPTION_TOO_BRIEF = "subscription_too_brief"
+    MAILBOX_NOT_OWN = "mailbox_not_own"
+    WATCH_NOT_PERMITTED = "watch_not_permitted"
+    WATCH_OTHER_CUSTOMER = "watch_other_customer"
+    WATCH_UNKNOWN_TARGET = "watch_unknown_target"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    NO_SUCH_SUBSCRIPTION = "no_such_subscription"
 
 
 REJECTIONS: dict[Cause, tuple[int, str]] = {
@@ -97,6 +106,17 @@ REJECTIONS: dict[Cause, tuple[int, str]] = {
     Cause.TOO_MANY_HOPS: (483, "Too Many Hops"),
     Cause.LOOP_DETECTED: (482, "Loop Detected"),
     Cause.UNSUPPORTED_EXTENSION: (420, "Bad Extension"),
+    # SUBSCRIBE (after 407 / 403 from the Authenticator and the From check)
+    Cause.BAD_EVENT: (489, "Bad Event"),
+    Cause.SUBSCRIPTION_TOO_BRIEF: (423, "Interval Too Brief"),
+    Cause.MAILBOX_NOT_OWN: (403, "Forbidden - Not your mailbox"),
+    # Watching an extension of another customer and watching one that does not exist read the
+    # same on the wire, so a subscriber cannot probe which usernames other customers have.
+    Cause.WATCH_NOT_PERMITTED: (403, "Forbidden - Not an extension of your company"),
+    Cause.WATCH_OTHER_CUSTOMER: (403, "Forbidden - Not an extension of your company"),
+    Cause.WATCH_UNKNOWN_TARGET: (403, "Forbidden - Not an extension of your company"),
+    Cause.TOO_MANY_SUBSCRIPTIONS: (403, "Forbidden - Too many subscriptions"),
+    Cause.NO_SUCH_SUBSCRIPTION: (481, "Subscription Does Not Exist"),
 }
 
 # Warning code per cause where RFC 3261 20.43 has a better one than 399 (miscellaneous warning).
@@ -105,7 +125,12 @@ REJECTIONS: dict[Cause, tuple[int, str]] = {
 WARNING_CODES = {Cause.CODEC_MISMATCH: 305}
 
 # What the wire says where the precise cause would help an attacker.
-WIRE_CAUSE = {Cause.UNKNOWN_USER: Cause.BAD_CREDENTIALS, Cause.BAD_PASSWORD: Cause.BAD_CREDENTIALS}
+WIRE_CAUSE = {
+    Cause.UNKNOWN_USER: Cause.BAD_CREDENTIALS,
+    Cause.BAD_PASSWORD: Cause.BAD_CREDENTIALS,
+    Cause.WATCH_OTHER_CUSTOMER: Cause.WATCH_NOT_PERMITTED,
+    Cause.WATCH_UNKNOWN_TARGET: Cause.WATCH_NOT_PERMITTED,
+}
 
 
 @dataclass(slots=True)

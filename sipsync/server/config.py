@@ -45,3 +45,9 @@ class ServiceConfig:
     # How often (seconds) the node notes in its store that it is alive while calls are in
     # progress: after a crash, calls left over are closed out at the last such note.
     keepalive_interval: float = 1.0
+    # --- event subscriptions (sipsync.server.notifier) ---
+    # Shortest and longest subscription granted (seconds); shorter is refused with 423, longer cut.
+    subscribe_min_expires: int = 60
+    subscribe_max_expires: int = 3600
+    # Subscriptions one account may hold at once (a 60-key BLF expansion module fits).
+    max_subscriptions: int = 100

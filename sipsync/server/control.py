@@ -18,21 +18,39 @@ Endpoints (JSON in and out; versions are integers; every push is idempotent)::
     PUT    /v1/customers/{customer}               customer document   (sipsync.server.documents)
     PUT    /v1/rate-plans/{name}                  rate-plan document  (sipsync.server.documents)
         -> {"applied": bool, "version": N, "held_version": N}
+    POST   /v1/batch {"documents": [document | removal, ...]}   at most MAX_BATCH items
+        -> {"results": [{"applied": bool, "version": N, "held_version": N} | {"error": {...}}, ...]}
     GET    /v1/digest[?versions=0]
         -> {"accounts": {"user@realm": N}, "customers": {"C1234567": N}, "rate_plans": {"Standard": N},
             "digests": {"accounts": hex, "customers": hex, "rate_plans": hex}, "digest": hex}
     GET    /v1/registrations[?aor=user@realm[&aor=...] | ?after=AOR&limit=N]
         -> {"registrations": [binding, ...], "next": AOR | null}
+    GET    /v1/subscriptions?aor=user@realm
+        -> {"subscriptions": [subscription, ...]}   (those the account holds and those watching it)
     GET    /v1/events?after=ID&limit=N   -> {"events": [{"id": ID, ...event}], "next": ID, "more": bool}
     POST   /v1/events/ack {"upto": ID}   -> {"acked": ID}
     GET    /v1/records?after=ID&limit=N  -> {"records": [{"id": ID, ...record}], "next": ID, "more": bool}
     POST   /v1/records/ack {"upto": ID}  -> {"acked": ID}
     GET    /v1/health (no auth)          -> {"status": "ok", "node": id, "accounts": n, "bindings": n, ...}
 
+A batch applies many documents (account, customer, rate-plan documents, told apart by their
+``kind``, and account removals ``{"kind": "removal", "account": "user@realm", "version": N}``) with
+one flush to the local store, which is what makes a fresh node converge in seconds: one result per
+item, in order, each what the single endpoint would have answered; an invalid item gets its own
+``{"error": {"code": "invalid_document", ...}}`` and does not stop the others.
+
 A push whose version is not newer than the one held is not an error: 200 with
 ``"applied": false`` (and ``held_version`` says what is held).  A change is
 flushed to the local store before the answer (durable); if that fails the
 answer is 500 ``store_failure`` and the push should be retried.
+
+A subscription::
+
+    {"id": "9f2c...", "event": "dialog", "subscriber": "alice@sip.test", "target": "bob@sip.test",
+     "contact": "sip:alice@10.0.0.2:5062", "source": "198.51.100.7:5062", "transport": "UDP",
+     "expires_at": 1795000000.5, "expires_in": 3599}
+
+``expires_at`` is epoch seconds.
 
 Errors are always ``{"error": {"code": ..., "message": ...}}``: 400
 ``invalid_json`` / ``invalid_document`` (the message names the field) /
@@ -95,6 +113,7 @@ from sipsync.server.accounts import Account, ProvisioningError
 from sipsync.server.documents import CUSTOMER, RATES, validate_customer, validate_rate_plan
 from sipsync.server.events import iso_utc
 from sipsync.server.location import Binding, LocationError
+from sipsync.server.subscriptions import Subscription
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.node import SipNode
@@ -117,6 +136,8 @@ RECORD_KIND = "call"
 MAX_BODY = 32 * 1024 * 1024        # a rate plan with every prefix of the world fits
 DEFAULT_PAGE = 500
 MAX_PAGE = 5000
+MAX_BATCH = 2000                   # items in one POST /v1/batch (the event loop applies them in one go)
+REMOVAL_KIND = "removal"
 DEFAULT_AOR_PAGE = 100
 MAX_AOR_PAGE = 1000
 SCAN_BUDGET = 20_000               # spool rows looked at per read of one stream
@@ -242,6 +263,20 @@ def _binding_json(b: Binding, now: float) -> dict[str, Any]:
     }
 
 
+def _subscription_json(s: Subscription, now: float) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "event": s.event,
+        "subscriber": s.subscriber,
+        "target": s.target,
+        "contact": s.contact,
+        "source": f"{s.source[0]}:{s.source[1]}",
+        "transport": s.transport,
+        "expires_at": s.expires_at,
+        "expires_in": s.expires_in(now),
+    }
+
+
 def _combined_digest(digests: Mapping[str, str]) -> str:
     text = "".join(f"{part} {digests[part]}\n" for part in ("accounts", "customers", "rate_plans"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -285,8 +320,10 @@ class ControlServer:
         r.add_delete("/v1/accounts/{account}", self.delete_account)
         r.add_put("/v1/customers/{key}", self.put_customer)
         r.add_put("/v1/rate-plans/{key}", self.put_rate_plan)
+        r.add_post("/v1/batch", self.batch)
         r.add_get("/v1/digest", self.digest)
         r.add_get("/v1/registrations", self.registrations)
+        r.add_get("/v1/subscriptions", self.subscriptions)
         r.add_get("/v1/events", self.read_events)
         r.add_post("/v1/events/ack", self.ack_events)
         r.add_get("/v1/records", self.read_records)
@@ -381,6 +418,11 @@ class ControlServer:
     async def delete_account(self, request: web.Request) -> web.Response:
         username, realm = _split_aor(request.match_info["account"], "the account in the URL")
         version = _int_param(request, "version")
+        result = self._remove_account(username, realm, version)
+        await self._durable()
+        return web.json_response(result)
+
+    def _remove_account(self, username: str, realm: str, version: int) -> dict[str, Any]:
         table = self._node.accounts
         applied = table.remove(username, realm, version)
         removed = 0
@@ -391,13 +433,58 @@ class ControlServer:
                 )
             except LocationError:  # pragma: no cover - the Call-ID/CSeq above cannot be out of order
                 log.exception("control: could not drop the bindings of %s@%s", username, realm)
-        await self._durable()
-        return web.json_response({
+        return {
             "applied": applied,
             "version": version,
             "held_version": table.held_version(username, realm),
             "bindings_removed": removed,
-        })
+        }
+
+    # -- many documents at once ------------------------------------------------------------
+    async def batch(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        items = body.get("documents") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ControlError(400, "invalid_document", "field 'documents' must be a list")
+        if len(items) > MAX_BATCH:
+            raise ControlError(
+                413, "payload_too_large", f"a batch holds at most {MAX_BATCH} documents, not {len(items)}"
+            )
+        results = []
+        for index, item in enumerate(items):
+            try:
+                results.append(self._apply_item(item))
+            except ProvisioningError as exc:
+                message = f"documents[{index}]: {exc}"
+                results.append({"error": {"code": "invalid_document", "message": message}})
+        await self._durable()
+        return web.json_response({"results": results})
+
+    def _apply_item(self, item: Any) -> dict[str, Any]:
+        kind = item.get("kind") if isinstance(item, dict) else None
+        if kind == "account":
+            table = self._node.accounts
+            applied = table.apply(item)
+            held = table.held_version(item["username"], str(item["realm"]))
+            return {"applied": applied, "version": item["version"], "held_version": held}
+        if kind in (CUSTOMER, RATES):
+            key, version, _ = (validate_customer if kind == CUSTOMER else validate_rate_plan)(item)
+            _, applied = self._node.documents.apply(kind, item)
+            held = self._node.documents.held_version(kind, key)
+            return {"applied": applied, "version": version, "held_version": held}
+        if kind == REMOVAL_KIND:
+            account, version = item.get("account"), item.get("version")
+            if not isinstance(account, str):
+                raise ProvisioningError("removal: field 'account' must be username@realm")
+            username, _, realm = account.rpartition("@")
+            if not username or not realm:
+                raise ProvisioningError(f"removal: field 'account' must be username@realm, not {account!r}")
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise ProvisioningError(f"removal of {account}: field 'version' must be an integer >= 0")
+            return self._remove_account(username, realm.lower(), version)
+        raise ProvisioningError(
+            f"field 'kind' must be one of account, {CUSTOMER}, {RATES}, {REMOVAL_KIND}, not {kind!r}"
+        )
 
     # -- customers and rate plans --------------------------------------------------------
     async def _put_document(self, request: web.Request, kind: str) -> web.Response:
@@ -461,6 +548,16 @@ class ControlServer:
         page, rest = aors[:limit], aors[limit:]
         out = [_binding_json(b, now) for a in page for b in location.lookup(a, now)]
         return web.json_response({"registrations": out, "next": page[-1] if rest else None})
+
+    # -- subscriptions ----------------------------------------------------------------------------
+    async def subscriptions(self, request: web.Request) -> web.Response:
+        aor = request.query.get("aor")
+        if aor is None:
+            raise ControlError(400, "invalid_parameter", "query parameter 'aor' is required")
+        username, realm = _split_aor(aor, "query parameter 'aor'")
+        now = self._clock()
+        found = self._node.notifier.involving(f"{username}@{realm}")
+        return web.json_response({"subscriptions": [_subscription_json(s, now) for s in found]})
 
     # -- events and call records -----------------------------------------------------------------
     async def _read(self, request: web.Request, stream: str) -> web.Response:

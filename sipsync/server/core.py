@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sipsync.server.causes import Cause, Reply, record_rejection, reject, warning_values
 from sipsync.server.config import ServiceConfig
 from sipsync.server.events import EventRecorder
+from sipsync.server.packages import ALLOW_EVENTS
 from sipsync.server.registrar import Registrar
 from sipsync.server.store import LocalStore
 from sipsync.server.transport import Address, Endpoint, response_address
@@ -23,6 +24,7 @@ from sipsync.sip.errors import SipParseError
 from sipsync.sip.headers import Via
 from sipsync.sip.message import Request, Response, render_response
 from sipsync.sip.parser import parse_message, try_error_response
+from sipsync.sip.uri import format_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.proxy import Proxy
@@ -102,7 +104,10 @@ class SipService:
         if method == "REGISTER":
             return self._registrar.register(request, source, endpoint.name)
         if method == "OPTIONS":
-            return Reply(200, headers=[("Allow", self._allow), ("Accept", "application/sdp")])
+            headers = [("Allow", self._allow), ("Accept", "application/sdp")]
+            if self.proxy is not None and self.proxy.notifier is not None:
+                headers.append(("Allow-Events", ALLOW_EVENTS))  # RFC 6665 4.4.4
+            return Reply(200, headers=headers)
         if self.proxy is not None:
             self.proxy.on_request(request, source, endpoint)  # answers (or relays) on its own
             return None
@@ -140,7 +145,10 @@ class SipService:
     def _send_reply(self, request: Request, reply: Reply, source: Address, endpoint: Endpoint) -> None:
         if reply.cause is not None:
             self._record_rejection(request, reply, source)
-        headers = [*reply.headers, *(("Warning", v) for v in warning_values(reply, self._config.realm))]
+            warnings = warning_values(reply, self._config.realm)
+            headers = [*reply.headers, *(("Warning", v) for v in warnings), self._server_header]
+        else:
+            headers = [*reply.headers, self._server_header]
         try:
             via = request.via
             data = render_response(
@@ -149,11 +157,14 @@ class SipService:
                 reply.reason,
                 to_tag=_to_tag(request),
                 top_via=_received_via(via, source),
-                extra_headers=[*headers, self._server_header],
+                extra_headers=headers,
             )
         except SipParseError:
             return  # From/To too broken to answer (a 400 needs them)
-        endpoint.send(data, response_address(via, source, endpoint))
+        if endpoint.reliable or via.has_rport:  # response_address(), inlined: every reply goes here
+            endpoint.send(data, source)
+        else:
+            endpoint.send(data, (source[0], via.port or 5060))
 
     def _answer_unparseable(
         self, data: bytes, error: SipParseError, source: Address, endpoint: Endpoint
@@ -194,11 +205,14 @@ def _to_tag(request: Request) -> str:
 
 def _received_via(via: Via, source: Address) -> str | None:
     """The top Via with received/rport filled in (RFC 3261 18.2.1, RFC 3581); None if unchanged."""
-    if via.host.strip("[]") == source[0] and not via.has_rport:
+    params = via.params
+    has_rport = "rport" in params
+    same_host = via.host == source[0] or via.host.strip("[]") == source[0]
+    if same_host and not has_rport:
         return None
-    stamped = via.copy()
-    if via.host.strip("[]") != source[0]:
-        stamped.params["received"] = source[0]
-    if via.has_rport:
-        stamped.params["rport"] = str(source[1])
-    return str(stamped)
+    if not same_host:
+        params = {**params, "received": source[0]}
+    if has_rport:
+        params = {**params, "rport": str(source[1])}
+    port = "" if via.port is None else f":{via.port}"
+    return f"{via.protocol}/{via.transport} {via.host}{port}{format_params(params)}"

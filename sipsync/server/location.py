@@ -90,7 +90,7 @@ class Binding:
         return left if left > 0 else 0
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ContactChange:
     """One Contact of a REGISTER, already parsed and with its expiry decided."""
 
@@ -163,6 +163,14 @@ class LocationService:
         live = [b for b in bs if b.expires_at > now]
         live.sort(key=_order_key)
         return live
+
+    def written_by(self, aor: str, call_id: str, cseq: int, now: float) -> bool:
+        """Whether a live binding of ``aor`` was last written by the REGISTER ``call_id``/``cseq``
+        (so this one is its retransmission)."""
+        for b in self._by_aor.get(aor, ()):
+            if b.cseq == cseq and b.call_id == call_id and b.expires_at > now:
+                return True
+        return False
 
     def count(self) -> int:
         """Bindings held in memory (including expired ones not yet collected by expire())."""

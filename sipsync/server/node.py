@@ -14,6 +14,7 @@ from sipsync.server.core import SipService
 from sipsync.server.documents import DocumentTable
 from sipsync.server.events import EventRecorder
 from sipsync.server.location import LocationService
+from sipsync.server.notifier import Notifier
 from sipsync.server.proxy import Proxy
 from sipsync.server.registrar import Registrar
 from sipsync.server.store import Checkpointer, LocalStore
@@ -69,6 +70,15 @@ class SipNode:
             customers=self.documents,
         )
         self.service.attach_proxy(self.proxy)
+        self.notifier = Notifier(
+            config=config,
+            authenticator=self.authenticator,
+            accounts=self.accounts,
+            calls=self.calls,
+            store=self.store,
+            proxy=self.proxy,
+        )
+        self.notifier.restore()  # before any request: refreshes after a restart find their dialog
         self.store.flush()  # bindings that expired while the node was down are gone for good
         self._housekeeping: asyncio.Task | None = None
         self.control = None  # the ControlServer, once start_control() ran
@@ -92,6 +102,7 @@ class SipNode:
             bound += [f"udp:{udp[0]}:{udp[1]}", f"tcp:{tcp[0]}:{tcp[1]}"]
             if index == 0:
                 self.proxy.set_local(udp[0], udp[1])  # Record-Route and Via name the bound port
+        self.proxy.reschedule()  # the expiry timers of the subscriptions restored at start-up
         self._housekeeping = asyncio.create_task(self._housekeep())
         self.checkpointer.start()
         log.info(
@@ -118,6 +129,7 @@ class SipNode:
             try:
                 self.location.expire()
                 self._note_alive()
+                self.notifier.save()
                 if self.store.pending:
                     self.service.flush()
             except Exception:
@@ -141,6 +153,7 @@ class SipNode:
                 await self._housekeeping
         self.proxy.close()
         await self.transports.close()
+        self.notifier.save()
         self.service.flush()
         self.checkpointer.stop()
         self.store.checkpoint()

@@ -53,14 +53,21 @@ set; sent to the next Route, else on the party's flow), with ``Reason: SIP;cause
 exhausted"``; the call is recorded with cause ``credit_exhausted`` and billed exactly its maximum
 duration. Whatever the parties answer to those BYEs is absorbed.
 
+SUBSCRIBE without a To tag, or inside a dialog that is no call's, goes to the notifier
+(:mod:`sipsync.server.notifier`: voicemail and busy lamps); its NOTIFYs leave through
+:meth:`Proxy.send_request`, client transactions whose final status (None: no answer) goes back to
+it.
+
 REFER (RFC 3515) in a dialog is relayed like any in-dialog request, and the far UA's 202 and its
 NOTIFYs come back the same way. The transferee then sends a new INVITE of its own (with
 ``Referred-By``): it is authenticated, authorised and rated as the transferee's call; no step
 reads ``Referred-By`` (see :mod:`sipsync.server.policy`), so a transfer cannot borrow the
 transferor's permissions, caller ID or credit.
 
-After a restart the dialogs of calls answered before it are not restored: in-dialog requests for
-them (a BYE) get 481, and the node closes their records out at start-up (cause ``node_restart``).
+After a restart the dialogs of calls in progress before it are not restored: in-dialog requests
+for them (a BYE) get 481, and the node closes their records out at start-up (cause
+``node_restart``): an answered call with the duration known up to the last time it was seen, a
+call still ringing as failed with code 500.
 
 Not in this pass: calls coming in from the
 trunk, strict-routing previous hops, DNS (RFC 3263) for next hops with host names (resolved with a
@@ -109,6 +116,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.config import ServiceConfig
     from sipsync.server.events import EventRecorder
     from sipsync.server.location import Binding, LocationService
+    from sipsync.server.notifier import Notifier
     from sipsync.server.transport import Address, Endpoint, Transports
     from sipsync.sip.headers import Via
 
@@ -164,6 +172,14 @@ class DurationTimer:
 
 
 @dataclass(slots=True, eq=False)
+class Requester:
+    """A request the node itself sends (a NOTIFY): told the final status, None if none came
+    (Timer F or a transport failure)."""
+
+    on_final: Callable[[int | None], None]
+
+
+@dataclass(slots=True, eq=False)
 class InviteContext:
     server: ServerInviteTransaction
     account: Account
@@ -211,7 +227,8 @@ class Proxy:
         self._contexts: dict[ServerTransaction, InviteContext] = {}
         # what a client transaction's responses are for: a branch of a new call, the server
         # transaction of an in-dialog request being relayed, or nothing (our CANCELs)
-        self._owners: dict[ClientTransaction, Branch | ServerTransaction | None] = {}
+        self._owners: dict[ClientTransaction, Branch | ServerTransaction | Requester | None] = {}
+        self.notifier: Notifier | None = None  # SUBSCRIBE (the event framework), once attached
         self._to_tags: dict[ServerTransaction, str] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -300,6 +317,10 @@ class Proxy:
         self._timer_at = deadline
         self._timer = loop.call_later(max(0.0, deadline - self._now()), self.tick)
 
+    def reschedule(self) -> None:
+        """Arm the loop's timer for the earliest deadline (after timers were set from outside)."""
+        self._schedule()
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -326,6 +347,9 @@ class Proxy:
             owner = self._owners.get(txn)
             if isinstance(owner, Branch):
                 self._on_branch_response(owner, message)
+            elif isinstance(owner, Requester):
+                if message.status >= 200:
+                    owner.on_final(message.status)
             elif owner is not None and message.status != 100:
                 self._relay_response(owner, message)
             return
@@ -357,6 +381,9 @@ class Proxy:
         if max_forwards is not None and max_forwards <= 0:
             self._reject(txn, reject(Cause.TOO_MANY_HOPS))
             return
+        if method == "SUBSCRIBE" and self.notifier is not None and self._for_notifier(request):
+            self.notifier.on_subscribe(request, txn)
+            return
         if request.to.tag is not None:
             if method not in IN_DIALOG_METHODS:
                 self._not_implemented(txn, method)
@@ -367,6 +394,11 @@ class Proxy:
             self._initial_invite(request, txn)  # type: ignore[arg-type]
             return
         self._not_implemented(txn, method)
+
+    def _for_notifier(self, request: Request) -> bool:
+        """A SUBSCRIBE this node answers as notifier: every new one, and every one inside a
+        dialog that is not a call's (a subscription a REFER made in a call is the far UA's)."""
+        return request.to.tag is None or self.calls.get(request.call_id) is None
 
     def _not_implemented(self, txn: ServerTransaction, method: str) -> None:
         self._reject(
@@ -659,6 +691,8 @@ class Proxy:
                 self._send_cancel(branch)
             branch.provisional = True
             if status > 100 and not ctx.final_sent:
+                if call is not None:
+                    self.calls.ringing(call)
                 self._relay_response(ctx.server, response)
             return
         self.layer.timers.cancel(branch, "C")
@@ -696,6 +730,8 @@ class Proxy:
             if owner.final is None:
                 owner.final = status
                 self._maybe_finish(owner.ctx)
+        elif isinstance(owner, Requester):
+            owner.on_final(None)
         elif owner is not None:  # an in-dialog request the next hop did not answer
             self._reject(owner, reject(Cause.NO_ANSWER if status == 408 else Cause.UNREACHABLE))
 
@@ -800,6 +836,55 @@ class Proxy:
         endpoint = tcp.get(address) if via.transport == "TCP" else self._udp()
         if endpoint is not None:
             endpoint.send(response.to_bytes(), address)
+
+    # --- for the notifier (sipsync.server.notifier) -----------------------------------------------
+
+    def attach_notifier(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def now(self) -> float:
+        return self._now()
+
+    def send_request(self, request: Request, hop: Hop, on_final: Callable[[int | None], None]) -> None:
+        """Send a request of the node's own in a client transaction (retransmitted over UDP)."""
+        client, actions = self.layer.create_client(
+            request, hop, reliable=hop.endpoint.reliable, now=self._now()
+        )
+        self._owners[client] = Requester(on_final)
+        self._execute(actions)
+
+    def answer(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        to_tag: str | None = None,
+    ) -> None:
+        if to_tag is not None:
+            self._to_tags[txn] = to_tag
+        self._respond(txn, status, reason, headers)
+
+    def refuse(self, txn: ServerTransaction, reply: Reply) -> None:
+        self._reject(txn, reply)
+
+    def flow_hop(self, source: Address, transport: str) -> Hop | None:
+        """The hop back to a party on the flow its request came in on."""
+        if transport == "UDP":
+            udp = self._udp()
+            return Hop(source, udp) if udp is not None else None
+        connection = self._transports.tcp_connections.get(source)
+        return Hop(source, connection) if connection is not None else None
+
+    def hop_for_uri(self, uri: SipUri) -> Hop | None:
+        return self._hop_for_uri(uri)
+
+    def via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} {self.host}:{self.port};branch={new_branch()};rport"
+
+    def contact(self, transport: str) -> str:
+        return self._record_route(transport).replace(";lr", "")
 
     # --- building messages ------------------------------------------------------------------------
 

@@ -45,15 +45,15 @@ class Registrar:
         call_id, cseq = request.call_id, request.cseq.seq
         now = self._clock()
 
-        if request.contact_star:
-            return self._unregister_all(request, aor, call_id, cseq, now)
-        contacts = request.contacts
-        if not contacts:  # a query (RFC 3261 10.2.3): list the bindings, change nothing
+        contacts = request.contacts  # empty for "Contact: *" as well
+        if not contacts:
+            if request.contact_star:
+                return self._unregister_all(request, aor, call_id, cseq, now)
+            # a query (RFC 3261 10.2.3): list the bindings, change nothing
             return self._ok(self._location.lookup(aor, now), now, durable=False)
 
-        current = self._location.lookup(aor, now)
-        if any(b.call_id == call_id and b.cseq == cseq for b in current):
-            return self._ok(current, now, durable=False)  # a retransmission
+        if self._location.written_by(aor, call_id, cseq, now):  # a retransmission
+            return self._ok(self._location.lookup(aor, now), now, durable=False)
 
         try:
             changes = [self._change(contact, request, source, transport) for contact in contacts]

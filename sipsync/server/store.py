@@ -1,9 +1,10 @@
 """The SIP service's durable local store: SQLite in WAL mode with group commit.
 
 The service keeps what the portal pushes (account provisioning documents), the
-registrar's bindings, its outgoing event spool and a little key/value state in
-one SQLite file, so it keeps enforcing the last known state while the portal is
-down and so that answered REGISTERs survive a crash.
+registrar's bindings, the event subscriptions it notifies, the calls in progress,
+its outgoing event spool and a little key/value state in one SQLite file, so it
+keeps enforcing the last known state while the portal is down and so that
+answered REGISTERs survive a crash.
 
 Contract (write-behind queue, one transaction per flush)
 --------------------------------------------------------
@@ -103,7 +104,12 @@ def _m2(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE calls_in_progress (record_id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1, _m2)
+def _m3(db: sqlite3.Connection) -> None:
+    # Event subscriptions (sipsync.server.notifier), so phones keep their lamps across a restart.
+    db.execute("CREATE TABLE subscriptions (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1, _m2, _m3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _DELETE = None  # queue marker: the row is to be deleted
@@ -136,6 +142,7 @@ class LocalStore:
         self._bindings: dict[tuple[str, str], Binding | None] = {}
         self._meta: dict[str, str] = {}
         self._calls: dict[str, str | None] = {}
+        self._subscriptions: dict[str, str | None] = {}
         self._events: list[str] = []
         self._ack_upto: int | None = None
         self._flush_waiters: list[asyncio.Future[int]] = []
@@ -269,6 +276,19 @@ class LocalStore:
         rows = self._db.execute("SELECT record_id, doc FROM calls_in_progress ORDER BY record_id")
         return [(record_id, json.loads(doc)) for record_id, doc in rows]
 
+    # -- event subscriptions ---------------------------------------------------
+    def put_subscription(self, subscription_id: str, state: dict[str, Any]) -> None:
+        """Queue the state of a subscription (serialised now, like accounts)."""
+        self._subscriptions[subscription_id] = json.dumps(state, separators=(",", ":"), sort_keys=True)
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        self._subscriptions[subscription_id] = _DELETE
+
+    def load_subscriptions(self) -> list[dict[str, Any]]:
+        """Every flushed subscription's state."""
+        rows = self._db.execute("SELECT doc FROM subscriptions ORDER BY id")
+        return [json.loads(doc) for (doc,) in rows]
+
     # -- meta ------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         if key in self._meta:
@@ -290,6 +310,7 @@ class LocalStore:
             + len(self._bindings)
             + len(self._meta)
             + len(self._calls)
+            + len(self._subscriptions)
             + len(self._events)
             + (self._ack_upto is not None)
         )
@@ -351,6 +372,13 @@ class LocalStore:
                 puts = [(k, d) for k, d in self._calls.items() if d is not None]
                 if puts:
                     db.executemany("INSERT OR REPLACE INTO calls_in_progress VALUES (?, ?)", puts)
+            if self._subscriptions:
+                dels = [(k,) for k, d in self._subscriptions.items() if d is None]
+                if dels:
+                    db.executemany("DELETE FROM subscriptions WHERE id = ?", dels)
+                puts = [(k, d) for k, d in self._subscriptions.items() if d is not None]
+                if puts:
+                    db.executemany("INSERT OR REPLACE INTO subscriptions VALUES (?, ?)", puts)
             if self._events:
                 db.executemany("INSERT INTO events (doc) VALUES (?)", [(e,) for e in self._events])
             if self._ack_upto is not None:
@@ -365,6 +393,7 @@ class LocalStore:
         self._bindings.clear()
         self._meta.clear()
         self._calls.clear()
+        self._subscriptions.clear()
         self._events.clear()
         self._ack_upto = None
         self._wake_waiters(n)

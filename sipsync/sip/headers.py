@@ -19,6 +19,8 @@ def split_header_values(value: str) -> list[str]:
     if "," not in value:
         value = value.strip(_WS)
         return [value] if value else []
+    if '"' not in value and "<" not in value:  # nothing can hide a comma: split at each one
+        return [p for p in (part.strip(_WS) for part in value.split(",")) if p]
     parts: list[str] = []
     in_quote = in_angle = False
     start = 0

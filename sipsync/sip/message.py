@@ -273,6 +273,13 @@ class Headers:
         headers._cache = {}
         return headers
 
+    @classmethod
+    def from_trusted(cls, items: Iterable[tuple[str, str]]) -> Headers:
+        """Headers from values this process built itself or already parsed from the wire (so
+        without CR/LF): names are normalised, values not checked again (a server building many
+        requests, e.g. NOTIFYs, saves the check)."""
+        return cls._from_parsed([(*normalize_name(name), value) for name, value in items])
+
     def get(self, name: str, default: str | None = None) -> str | None:
         key = normalize_name(name)[0]
         index = self._cache.get("")
@@ -301,6 +308,14 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         key = normalize_name(name)[0]
+        index, repeated = self._index()
+        if key not in repeated:  # at most one field: the index has it (the common case)
+            value = index.get(key)
+            if value is None:
+                return []
+            if key in LIST_HEADERS:
+                return split_header_values(value)
+            return [value]
         if key in LIST_HEADERS:
             out: list[str] = []
             for k, _, value in self._items:

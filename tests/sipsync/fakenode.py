@@ -1,7 +1,8 @@
 """A fake SIP node control interface for the portal's sync tests: a tiny threaded HTTP server.
 
 It follows the control contract (sipsync/server/control.py) closely enough for the portal:
-account documents are validated with the node's own `Account.from_document`, customer and
+account documents are validated with the node's own `Account.from_document`, batches
+(`POST /v1/batch`) are answered item by item, customer and
 rate-plan documents with the node's validators, versions only move forward, removals leave
 tombstones, events are served in pages and acknowledged. `fail_next` makes the next requests
 fail with 503; `reject_next` with 400.
@@ -33,6 +34,8 @@ class FakeNode:
         self.requests: list[tuple[str, str]] = []
         self.fail_next = 0
         self.reject_next = 0
+        self.batches_before_failing: int | None = None  # then every POST /v1/batch fails with 503
+        self.refused: set[str] = set()  # account AORs whose documents a batch answers as invalid
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -83,6 +86,12 @@ class FakeNode:
             self.reject_next -= 1
             return 400, _error("invalid_document", "injected rejection")
         with self.lock:
+            if path == "/v1/batch" and method == "POST":
+                if self.batches_before_failing is not None:
+                    if self.batches_before_failing <= 0:
+                        return 503, _error("unavailable", "injected failure")
+                    self.batches_before_failing -= 1
+                return 200, {"results": [self._batch_item(item) for item in body["documents"]]}
             if path.startswith("/v1/accounts/"):
                 aor = unquote(path.removeprefix("/v1/accounts/"))
                 user, _, realm = aor.rpartition("@")
@@ -96,13 +105,7 @@ class FakeNode:
                         return 400, _error("document_mismatch", f"{aor} != {account.aor}")
                     return 200, self._apply(self.accounts, aor, body, account.version)
                 if method == "DELETE":
-                    version = int(query["version"][0])
-                    held = self._held(aor)
-                    applied = held is None or version > held
-                    if applied:
-                        self.accounts.pop(aor, None)
-                        self.tombstones[aor] = version
-                    return 200, {"applied": applied, "version": version, "held_version": self._held(aor)}
+                    return 200, self._remove(aor, int(query["version"][0]))
             if path.startswith("/v1/customers/") and method == "PUT":
                 key, version, _ = validate_customer(body)
                 return 200, self._apply(self.customers, key, body, version)
@@ -131,6 +134,35 @@ class FakeNode:
                     setattr(self, cursor_name, max(getattr(self, cursor_name), body["upto"]))
                     return 200, {"acked": getattr(self, cursor_name)}
         return 404, _error("not_found", f"no such endpoint: {method} {path}")
+
+    def _batch_item(self, item):
+        kind = item.get("kind")
+        try:
+            if kind == "account":
+                account = Account.from_document(item)
+                if account.aor in self.refused:
+                    return _error("invalid_document", f"{account.aor}: refused by the test")
+                return self._apply(self.accounts, account.aor, item, account.version)
+            if kind == "customer":
+                key, version, _ = validate_customer(item)
+                return self._apply(self.customers, key, item, version)
+            if kind == "rates":
+                key, version, _ = validate_rate_plan(item)
+                return self._apply(self.rate_plans, key, item, version)
+            if kind == "removal":
+                user, _, realm = item["account"].rpartition("@")
+                return self._remove(f"{user}@{realm.lower()}", item["version"])
+        except ProvisioningError as exc:
+            return _error("invalid_document", str(exc))
+        return _error("invalid_document", f"unknown kind {kind!r}")
+
+    def _remove(self, aor, version):
+        held = self._held(aor)
+        applied = held is None or version > held
+        if applied:
+            self.accounts.pop(aor, None)
+            self.tombstones[aor] = version
+        return {"applied": applied, "version": version, "held_version": self._held(aor)}
 
     def _held(self, aor):
         doc = self.accounts.get(aor)

@@ -173,3 +173,25 @@ def test_an_object_without_a_version_or_a_row_has_no_document():
     customer = CustomerFactory()
     assert documents.build_document(DocumentKind.CUSTOMER, customer.pk) is None  # never enqueued
     assert documents.build_document(DocumentKind.ACCOUNT, 987654) is None
+
+
+def test_documents_built_in_bulk_are_the_ones_built_one_by_one_in_a_handful_of_queries(
+    django_assert_max_num_queries,
+):
+    staff = StaffFactory()
+    first, second = CustomerFactory(country_code="27", national_prefix="0"), CustomerFactory()
+    accounts = [sip_account(first, ext).account for ext in ("1001", "1002", "1003")]
+    accounts.append(sip_account(second, "2001").account)
+    approved = account_services.caller_id_request(customer=first, number="0115550100")
+    account_services.caller_id_approve(caller_id=approved, by=staff)
+    account_services.sip_account_set_codecs(account=accounts[1], codecs=["G722", "PCMA"])
+    account_services.sip_account_update(account=accounts[0], data={"default_caller_id": approved.pk})
+    ids = [a.pk for a in accounts] + [987654]
+
+    with django_assert_max_num_queries(5):
+        built = documents.build_documents(DocumentKind.ACCOUNT, ids)
+
+    assert built == {pk: documents.build_document(DocumentKind.ACCOUNT, pk) for pk in ids}
+    assert built[987654] is None
+    assert built[accounts[0].pk]["default_caller_id"] == "+27115550100"
+    assert built[accounts[3].pk]["caller_ids"] == []

@@ -201,6 +201,31 @@ def test_complete_deletes_only_when_no_newer_change_came_meanwhile(django_captur
     assert not OutboxEntry.objects.exists()
 
 
+def test_complete_many_deletes_what_was_pushed_and_releases_what_changed_since(
+    django_capture_on_commit_callbacks,
+):
+    steady, changed, gone = CustomerFactory(), CustomerFactory(), CustomerFactory()
+    for customer in (steady, changed, gone):
+        outbox.enqueue_customer(customer)
+    entries = {entry.object_id: entry for entry in outbox.claim()}
+    pushed = {pk: _version(DocumentKind.CUSTOMER, pk) for pk in entries}
+    outbox.enqueue_customer(changed)  # a change while the batch was under way
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        deleted = outbox.complete_many(
+            [
+                (entries[steady.pk], pushed[steady.pk]),
+                (entries[changed.pk], pushed[changed.pk]),
+                (entries[gone.pk], None),  # the object is gone
+            ]
+        )
+
+    assert deleted == 2
+    [left] = OutboxEntry.objects.all()
+    assert (left.object_id, left.claimed_until, left.claim_token) == (changed.pk, None, "")
+    assert len(callbacks) == 1  # the newer change is pushed again after commit
+
+
 def test_a_failed_push_backs_off_and_the_sweeper_waits_for_it():
     customer = CustomerFactory()
     outbox.enqueue_customer(customer)

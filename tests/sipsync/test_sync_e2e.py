@@ -189,10 +189,14 @@ def test_reconcile_and_collection_against_a_real_node(sip_node, settings):
     customer = account_services.customer_create(name="Acme", account_number="C7000002")
     account = account_services.sip_account_create(customer=customer, extension="1001").account
     assert tasks.push_outbox.apply(args=[None]).successful()
-    assert tasks.reconcile.apply().result == {sip_node: {"queued": 0, "removed": 0, "in_sync": 2}}
+    assert tasks.reconcile.apply().result == {
+        sip_node: {"pushed": 0, "queued": 0, "removed": 0, "in_sync": 2}
+    }
     assert tasks.collect_events.apply().result == {sip_node: 0}
     assert tasks.collect_records.apply().result == {sip_node: 0}
 
     account.delete()  # gone from the portal (no service deletes accounts yet): the node follows
-    assert tasks.reconcile.apply().result == {sip_node: {"queued": 0, "removed": 1, "in_sync": 1}}
+    assert tasks.reconcile.apply().result == {
+        sip_node: {"pushed": 0, "queued": 0, "removed": 1, "in_sync": 1}
+    }
     assert _digest(sip_node)["accounts"] == {}

@@ -6,7 +6,8 @@ from accounts import services as account_services
 from accounts.models import SipAccount
 from billing import services as billing_services
 from billing.models import CallRecord, RatePlan
-from sipsync import outbox, tasks
+from sipsync import outbox, services, tasks
+from sipsync.client import NodeUnavailable
 from sipsync.models import (
     DocumentKind,
     DocumentVersion,
@@ -73,7 +74,7 @@ def test_push_is_idempotent(sync_settings, fake_node):
     tasks.push_outbox.apply(args=[[entry_id]])  # the entry is gone: nothing to do
     outbox.enqueue(DocumentKind.ACCOUNT, [account.pk], bump=False)
     assert tasks.push_outbox.apply(args=[None]).successful()  # the same version again: ignored, fine
-    assert len(fake_node.calls("PUT", "/v1/accounts/")) == 2
+    assert len(fake_node.calls("POST", "/v1/batch")) == 2
     assert not OutboxEntry.objects.exists()
 
 
@@ -82,7 +83,7 @@ def test_a_failing_node_is_retried_until_it_answers(sync_settings, fake_node):
     fake_node.fail_next = 2
     result = tasks.push_outbox.apply(args=[[OutboxEntry.objects.get().pk]])
     assert result.successful(), result.traceback
-    assert len(fake_node.calls("PUT", "/v1/accounts/")) == 3
+    assert len(fake_node.calls("POST", "/v1/batch")) == 3
     assert fake_node.version_of(_aor(account)) == _version(DocumentKind.ACCOUNT, account.pk)
     assert _status(account, fake_node).state == ProvisioningState.APPLIED
 
@@ -93,7 +94,7 @@ def test_retries_are_bounded_and_the_entry_is_kept_for_the_sweeper(sync_settings
     result = tasks.push_outbox.apply(args=[[OutboxEntry.objects.get().pk]])
     assert result.failed()
     assert isinstance(result.result, tasks.SyncIncomplete)
-    assert len(fake_node.calls("PUT")) == tasks.push_outbox.max_retries + 1
+    assert len(fake_node.calls("POST", "/v1/batch")) == tasks.push_outbox.max_retries + 1
     entry = OutboxEntry.objects.get()
     assert entry.attempts == tasks.push_outbox.max_retries + 1
     assert "503" in entry.last_error
@@ -154,8 +155,13 @@ def test_reconcile_heals_a_node_that_lost_or_never_had_documents(sync_settings, 
     assert report["removed"] == 1
     assert "ghost@sip.test" not in fake_node.accounts
     assert fake_node.tombstones["ghost@sip.test"] > 7
-    assert _status(lost, fake_node).state == ProvisioningState.PENDING
+    # lost: straight to the node; legacy and the plan (made around the services) get a version first
+    assert (report["pushed"], report["queued"]) == (1, 2)
+    assert fake_node.version_of(_aor(lost)) == _version(DocumentKind.ACCOUNT, lost.pk)
+    assert _status(lost, fake_node).state == ProvisioningState.APPLIED
     assert _status(kept, fake_node).state == ProvisioningState.APPLIED
+    assert fake_node.version_of(_aor(legacy)) is None
+    assert set(OutboxEntry.objects.values_list("object_id", flat=True)) >= {legacy.pk}
 
     tasks.push_outbox.apply(args=[None])
     for account in (kept, lost, legacy):
@@ -165,7 +171,7 @@ def test_reconcile_heals_a_node_that_lost_or_never_had_documents(sync_settings, 
     assert fake_node.customers[customer.account_number]["balance"] == "5.0000"
 
     again = tasks.reconcile.apply().result[fake_node.url]
-    assert again == {"queued": 0, "removed": 0, "in_sync": 5}  # 3 accounts, a customer, a plan
+    assert again == {"pushed": 0, "queued": 0, "removed": 0, "in_sync": 5}  # 3 accounts, a customer, a plan
     assert not OutboxEntry.objects.exists()
 
 
@@ -177,6 +183,48 @@ def test_a_new_node_converges_through_reconcile(sync_settings, fake_node, second
     tasks.push_outbox.apply(args=[None])
     assert second_fake_node.version_of(_aor(account)) == fake_node.version_of(_aor(account))
     assert _status(account, second_fake_node).state == ProvisioningState.APPLIED
+
+
+def test_a_node_failing_during_reconcile_leaves_the_rest_to_the_outbox(sync_settings, fake_node, monkeypatch):
+    customer = CustomerFactory()
+    accounts = [sip_account(customer, str(1001 + i)).account for i in range(7)]
+    OutboxEntry.objects.all().delete()  # never pushed: the node lacks everything
+    monkeypatch.setattr(services, "PUSH_BATCH", 2)
+    fake_node.batches_before_failing = 2  # then the node fails
+
+    with pytest.raises(NodeUnavailable):
+        services.reconcile_node(fake_node.url)
+
+    on_node = {a.pk for a in accounts if fake_node.version_of(_aor(a)) is not None}
+    queued = set(OutboxEntry.objects.filter(kind=DocumentKind.ACCOUNT).values_list("object_id", flat=True))
+    assert 0 < len(on_node) <= 4 and on_node.isdisjoint(queued)
+    assert on_node | queued == {a.pk for a in accounts}  # each one pushed or left to the outbox
+    for account in accounts:
+        expected = ProvisioningState.APPLIED if account.pk in on_node else ProvisioningState.PENDING
+        assert _status(account, fake_node).state == expected
+
+    fake_node.batches_before_failing = None
+    assert tasks.push_outbox.apply(args=[None]).successful()
+    for account in accounts:
+        assert fake_node.version_of(_aor(account)) == _version(DocumentKind.ACCOUNT, account.pk)
+        assert _status(account, fake_node).state == ProvisioningState.APPLIED
+
+
+def test_a_document_the_node_refuses_during_reconcile_goes_to_the_outbox(sync_settings, fake_node):
+    account = sip_account(CustomerFactory()).account
+    tasks.push_outbox.apply(args=[None])
+    del fake_node.accounts[_aor(account)]
+    fake_node.refused.add(_aor(account))
+
+    report = services.reconcile_node(fake_node.url)
+
+    assert report.pushed == 0
+    assert fake_node.version_of(_aor(account)) is None
+    assert OutboxEntry.objects.get(kind=DocumentKind.ACCOUNT).object_id == account.pk
+    tasks.push_outbox.apply(args=[None])  # refused again, now with the reason on record
+    assert OutboxEntry.objects.get(kind=DocumentKind.ACCOUNT).attempts >= 1
+    status = _status(account, fake_node)
+    assert status.state == ProvisioningState.FAILING and "refused by the test" in status.error
 
 
 def test_reconcile_of_an_unreachable_node_is_retried_and_spares_the_others(sync_settings, fake_node):

@@ -221,6 +221,66 @@ def test_delete_drops_bindings_and_a_late_older_put_does_not_resurrect(node):
     node.store.close()
 
 
+def test_a_batch_applies_every_kind_in_order_durably_and_reports_each_item(node):
+    assert Phone(node, "alice", "Alice-Passw0rd").register().status == 200
+    dave5 = document_for_password("dave", REALM, "Dave-Passw0rd", version=5)
+    dave3 = document_for_password("dave", REALM, "Old-Passw0rd", version=3)
+    erin = document_for_password("erin", REALM, "Erin-Passw0rd", version=7)
+    broken = {k: v for k, v in erin.items() if k != "ha1_md5"} | {"username": "frank"}
+    items = [
+        dave5, dave3, broken, customer_doc(version=2), plan_doc(version=4),
+        {"kind": "removal", "account": f"alice@{REALM.upper()}", "version": 9},
+        {"kind": "removal", "account": "nobody", "version": 1},
+        {"kind": "voicemail"}, "not an object", erin,
+    ]  # fmt: skip
+
+    status, body = drive(node, lambda api: api("POST", "/v1/batch", {"documents": items}))
+
+    assert status == 200
+    results = body["results"]
+    assert results[0] == {"applied": True, "version": 5, "held_version": 5}
+    assert results[1] == {"applied": False, "version": 3, "held_version": 5}
+    assert results[2]["error"]["code"] == "invalid_document"
+    assert "documents[2]" in results[2]["error"]["message"] and "ha1_md5" in results[2]["error"]["message"]
+    assert results[3] == {"applied": True, "version": 2, "held_version": 2}
+    assert results[4] == {"applied": True, "version": 4, "held_version": 4}
+    assert results[5] == {"applied": True, "version": 9, "held_version": 9, "bindings_removed": 1}
+    for bad in results[6:9]:
+        assert bad["error"]["code"] == "invalid_document"
+    assert results[9] == {"applied": True, "version": 7, "held_version": 7}
+    assert len(results) == len(items)
+
+    node = reopen(node)  # one flush made all of it durable
+    assert node.accounts.held_version("dave", REALM) == 5
+    assert node.accounts.held_version("erin", REALM) == 7
+    assert node.accounts.get("frank", REALM) is None
+    assert node.accounts.get("alice", REALM) is None and node.accounts.held_version("alice", REALM) == 9
+    assert node.location.lookup(f"alice@{REALM}") == []
+    assert node.documents.held_version("customer", "C1234567") == 2
+    assert node.documents.held_version("rates", "Standard") == 4
+    assert Phone(node, "dave", "Dave-Passw0rd").register().status == 200
+    node.store.close()
+
+
+def test_a_batch_that_is_not_a_list_or_too_long_is_refused_whole(node, monkeypatch):
+    monkeypatch.setattr("sipsync.server.control.MAX_BATCH", 2)
+    doc = document_for_password("dave", REALM, "Dave-Passw0rd", version=5)
+
+    async def scenario(api):
+        return [
+            await api("POST", "/v1/batch", {"documents": {"kind": "account"}}),
+            await api("POST", "/v1/batch", [doc]),
+            await api("POST", "/v1/batch", {"documents": [doc, doc, doc]}),
+            await api("POST", "/v1/batch", {"documents": [doc]}, headers={}),
+        ]
+
+    not_list, not_object, too_long, no_token = drive(node, scenario)
+    assert not_list[0] == not_object[0] == 400 and not_list[1]["error"]["code"] == "invalid_document"
+    assert too_long[0] == 413 and "at most 2" in too_long[1]["error"]["message"]
+    assert no_token[0] == 401
+    assert node.accounts.get("dave", REALM) is None
+
+
 def test_junk_json_and_invalid_documents_are_400_naming_the_field(node):
     no_digest = document_for_password("dave", REALM, "Dave-Passw0rd")
     del no_digest["ha1_md5"]

@@ -259,3 +259,12 @@ def test_render_response_matches_make_response(to, tag):
         "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-b",
         "SIP/2.0/TCP 10.0.0.8;branch=z9hG4bK-c",
     ]
+
+
+def test_headers_from_trusted_values_normalise_names_and_keep_order():
+    from sipsync.sip.message import Headers
+
+    items = [("v", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("call-id", "c1"), ("Route", "<sip:x>")]
+    headers = Headers.from_trusted(items)
+    assert headers.get("Via") == "SIP/2.0/UDP a;branch=z9hG4bK1" and headers.get("Call-ID") == "c1"
+    assert [name for _, name, _ in headers._items] == ["Via", "Call-ID", "Route"]
