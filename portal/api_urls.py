@@ -34,5 +34,5 @@ v1 = [
 app_name = "api"
 urlpatterns = [
     path("v1/", include(v1)),
-    re_path(r"^.*$", not_found),
+    re_path(r"^[\s\S]*$", not_found),  # not ".*": a path with a newline in it is no endpoint either
 ]
