@@ -1,19 +1,24 @@
 """Provisioning-sync benchmark: how fast a portal change is enforced by a SIP node, and how fast
 a fresh node converges. Not a test: it prints figures (see docs/sync.md).
 
-    .venv/bin/python bench/sync.py                                  # embedded (filesystem) broker
-    .venv/bin/python bench/sync.py --broker redis://127.0.0.1:6379/0
+    .venv/bin/python bench/sync.py                                  # embedded broker, then Redis
+    .venv/bin/python bench/sync.py --broker redis://127.0.0.1:6379/0 # one broker only
     .venv/bin/python bench/sync.py --changes 200 --accounts 10000 --help
+
+Each broker is measured in a process of its own (Django and Celery are set up once per
+process); a table of all of them ends the run.
 
 1. Change latency: `accounts.services.sip_account_set_password` in this process (the portal),
    then the real path: on-commit publish -> broker -> a real Celery worker process -> the node's
    control interface. Measured per change, from just before the service call: "applied" when
    the node's /v1/digest shows the new version (polled every --poll-ms), "enforced" when a real
    REGISTER over UDP with the old password then gets 403 and one with the new password 200.
+   Reference: the same change as a document PUT straight to the node by this process.
 2. Convergence: --accounts accounts written straight into the portal database (valid HA1s and
    document versions, bulk-created for speed), an empty node started, `sipsync.reconcile` run by
    the worker; measured until the node's digest equals the portal's versions. The beat's sweep
    is emulated every --sweep-interval seconds meanwhile (production runs the beat).
+   Reference: the same documents built here and pushed straight to another fresh node.
 
 Everything is throwaway: a temporary folder holds the portal's SQLite database, its var dir
 (the filesystem broker's folders), the nodes' stores; the tasks travel on a private queue (a

@@ -30,6 +30,7 @@ from portal.api import (
 )
 from portal.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from portal.tenancy import Tenant, scope
+from sipsync import selectors as sync_selectors
 
 MONEY = {"max_digits": 14, "decimal_places": 4}
 
@@ -50,19 +51,43 @@ def _call_record_list(*, tenant: Tenant) -> QuerySet[CallRecord]:
 
 class BalanceOutput(serializers.Serializer):
     customer = serializers.IntegerField()
-    balance = serializers.DecimalField(**MONEY)
+    balance = serializers.DecimalField(**MONEY, help_text="the sum of the ledger")
+    reserved = serializers.DecimalField(
+        **MONEY, help_text="credit held by calls in progress, as the SIP service last reported it"
+    )
+    available = serializers.DecimalField(
+        **MONEY, help_text="balance less reserved: what calls may still spend"
+    )
+    calls_in_progress = serializers.IntegerField()
+    reserved_reported_at = serializers.DateTimeField(
+        allow_null=True, help_text="when the SIP service reported the calls in progress (null: none)"
+    )
     currency = serializers.CharField()
 
 
 class CustomerBalanceApi(APIView):
-    """The customer's balance: the sum of its ledger."""
+    """The customer's balance (the sum of its ledger) and available credit (the balance less
+    what calls in progress hold)."""
 
     @extend_schema(operation_id="customers_balance", responses=BalanceOutput)
     def get(self, request, customer_id: int):
         customer = account_selectors.customer_get(tenant=request_tenant(request), customer_id=customer_id)
+        in_use = sync_selectors.credit_in_use(customer=customer)
         balance = selectors.customer_balance(customer=customer)
         return Response(
-            BalanceOutput({"customer": customer.pk, "balance": balance, "currency": customer.currency}).data
+            BalanceOutput(
+                {
+                    "customer": customer.pk,
+                    "balance": balance,
+                    "reserved": in_use.reserved,
+                    "available": selectors.available_credit(
+                        customer=customer, reserved=in_use.reserved, balance=balance
+                    ),
+                    "calls_in_progress": in_use.calls,
+                    "reserved_reported_at": in_use.reported_at,
+                    "currency": customer.currency,
+                }
+            ).data
         )
 
 

@@ -24,10 +24,13 @@ def ledger_list(*, tenant: Tenant) -> QuerySet[LedgerEntry]:
     return scope(LedgerEntry.objects.all(), tenant).select_related("customer", "created_by")
 
 
-def available_credit(*, customer, reserved: Decimal = Decimal(0)) -> Decimal:
+def available_credit(*, customer, reserved: Decimal = Decimal(0), balance: Decimal | None = None) -> Decimal:
     """What the customer may still spend: the balance less the credit that calls in progress hold
-    (`reserved`, as the SIP service reports it)."""
-    return (customer_balance(customer=customer) - Decimal(reserved)).quantize(CENT4)
+    (`reserved`, as the SIP service reports it: `sipsync.selectors.credit_in_use`). `balance` may
+    be given when the caller has just read it."""
+    if balance is None:
+        balance = customer_balance(customer=customer)
+    return (balance - Decimal(reserved)).quantize(CENT4)
 
 
 def spent_on_calls(*, customer, since: datetime, until: datetime | None = None) -> Decimal:

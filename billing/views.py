@@ -26,6 +26,7 @@ from portal.explanations import call_outcome
 from portal.forms import CallFilterForm
 from portal.tenancy import tenant_of
 from portal.views import PAGE_SIZE, customer_page
+from sipsync import selectors as sync_selectors
 
 CHART_PERIODS = (7, 30, 90)
 PHONE_CHARS = re.compile(r"[+0-9*#]*")
@@ -157,7 +158,8 @@ def _dialled(number: str) -> str:
 def money(request: HttpRequest) -> HttpResponse:
     customer = request.customer
     balance = selectors.customer_balance(customer=customer)
-    available = selectors.available_credit(customer=customer)
+    in_use = sync_selectors.credit_in_use(customer=customer)
+    available = selectors.available_credit(customer=customer, reserved=in_use.reserved, balance=balance)
     entries = selectors.ledger_list(tenant=request.tenant).select_related("call_record", "reverses")
     page = Paginator(entries, PAGE_SIZE).get_page(request.GET.get("page"))
     days = _chart_days(request.GET.get("days"))
@@ -168,7 +170,7 @@ def money(request: HttpRequest) -> HttpResponse:
         "customer": customer,
         "balance": balance,
         "available": available,
-        "reserved": balance - available,
+        "reserved": in_use.reserved,
         "profile": profile,
         "low_balance": bool(profile and profile.low_balance_notified),
         "page": page,

@@ -14,6 +14,11 @@ rare; it also made every change wait up to a second for the worker's next look. 
 - the folder is polled every 50 ms (`POLLING_INTERVAL`, overridable with the transport option
   `polling_interval`): a listing of a folder of a few files costs microseconds.
 
+A consumer killed between its take and its read leaves a `.taken-` file behind: that message is
+lost to the broker, as it was with kombu's transport (which moved it to a temporary folder). For
+the sync tasks nothing is lost: the outbox row stays until a push succeeds, and the sweep
+queues it again.
+
 Selected with the setting `CELERY_BROKER_TRANSPORT = "portal.broker:Transport"` (the URL stays
 `filesystem://`); folders and options as for kombu's transport.
 """

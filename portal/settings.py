@@ -172,6 +172,8 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": 15.0,
         "options": {"expires": 12},
     },
+    # Credit reserved by calls in progress, for available credit in the portal and the API.
+    "sipsync-collect-credit": {"task": "sipsync.collect_credit", "schedule": 10.0, "options": {"expires": 8}},
     "sipsync-collect-records": {
         "task": "sipsync.collect_records",
         "schedule": 30.0,

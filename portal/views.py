@@ -208,10 +208,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     summaries = _provisioning_summaries(request.tenant, [a.pk for a in accounts])
     events = sync_selectors.sip_event_list(tenant=request.tenant)[:5]
     calls = billing_selectors.call_record_list(tenant=request.tenant)[:RECENT_CALLS]
+    credit_in_use = sync_selectors.credit_in_use(customer=customer)
+    balance = billing_selectors.customer_balance(customer=customer)
     context = {
         "customer": customer,
-        "balance": billing_selectors.customer_balance(customer=customer),
-        "available": billing_selectors.available_credit(customer=customer),
+        "balance": balance,
+        "available": billing_selectors.available_credit(
+            customer=customer, reserved=credit_in_use.reserved, balance=balance
+        ),
+        "credit_in_use": credit_in_use,
         "low_balance": billing_selectors.low_balance_warning(customer=customer),
         "sip_accounts": [(a, summaries[a.pk]) for a in accounts],
         "needs_password": [a for a in accounts if a.password_change_required],

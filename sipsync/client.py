@@ -145,6 +145,11 @@ class NodeClient:
 
     # --- diagnostics -----------------------------------------------------------------------
 
+    def credit(self) -> dict:
+        """Credit held by calls in progress: {"customers": {account number: {"reserved", "calls"}},
+        "at": iso time}."""
+        return self._request("GET", "/v1/credit")
+
     def registrations(self, aor: str) -> list[dict]:
         return list(self._request("GET", "/v1/registrations", params={"aor": aor}).get("registrations") or [])
 

@@ -143,3 +143,28 @@ class SipEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.code or ''} {self.cause} {self.aor}".strip()
+
+
+class ReservedCredit(models.Model):
+    """Credit that one node's calls in progress hold for a customer, as the node last reported
+    it (`sipsync.collect_credit`); a customer without calls on that node has no row. Available
+    credit is the balance less the sum over the configured nodes."""
+
+    customer = models.ForeignKey(
+        "accounts.Customer", on_delete=models.CASCADE, related_name="reserved_credit"
+    )
+    node = models.CharField(max_length=200, help_text="the node's control URL")
+    amount = models.DecimalField(max_digits=14, decimal_places=4)
+    calls = models.PositiveIntegerField(help_text="calls in progress on the node")
+    reported_at = models.DateTimeField(help_text="when the node reported it")
+
+    class Meta:
+        ordering = ["customer_id", "node"]
+        verbose_name_plural = "reserved credit"
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "node"], name="reserved_credit_unique_node"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="reserved_credit_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}@{self.node}: {self.amount} ({self.calls} calls)"

@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
-from django.db.models import QuerySet
+from django.db.models import Min, QuerySet, Sum
 
 from accounts.models import SipAccount
 from portal.errors import NotFound
@@ -14,6 +15,7 @@ from sipsync.models import (
     OutboxEntry,
     ProvisioningState,
     ProvisioningStatus,
+    ReservedCredit,
     SipEvent,
 )
 from sipsync.outbox import node_urls
@@ -29,6 +31,25 @@ class NodeProvisioning:
     current_version: int | None
     error: str
     updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreditInUse:
+    """What a customer's calls in progress hold, summed over the configured nodes."""
+
+    reserved: Decimal
+    calls: int
+    reported_at: datetime | None  # the oldest of the nodes' reports (None: no call anywhere)
+
+
+def credit_in_use(*, customer) -> CreditInUse:
+    rows = ReservedCredit.objects.filter(customer=customer, node__in=node_urls())
+    totals = rows.aggregate(reserved=Sum("amount"), calls=Sum("calls"), reported_at=Min("reported_at"))
+    return CreditInUse(
+        reserved=(totals["reserved"] or Decimal(0)).quantize(Decimal("0.0001")),
+        calls=totals["calls"] or 0,
+        reported_at=totals["reported_at"],
+    )
 
 
 def provisioning_status_list(*, tenant: Tenant, state: str | None = None) -> QuerySet[ProvisioningStatus]:

@@ -5,6 +5,7 @@ collect a node's events. Each is idempotent: running it twice does no harm.
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,6 +21,7 @@ from sipsync.models import (
     OutboxEntry,
     ProvisioningState,
     ProvisioningStatus,
+    ReservedCredit,
     SipEvent,
 )
 
@@ -317,6 +319,63 @@ def _sync_statuses(node: str, states: dict[int, tuple[str, int | None]]) -> None
 
 def _aor_key(username: str, realm: str) -> str:
     return f"{username}@{realm.lower()}"
+
+
+# --- credit held by calls in progress -------------------------------------------------------
+
+
+def collect_credit(node: str, *, client: NodeClient | None = None) -> int:
+    """Replace what the portal knows of the credit a node's calls in progress hold with what the
+    node reports now; returns how many customers have calls there. Entries the portal cannot use
+    (an unknown customer, an amount that is not a decimal >= 0) are logged and left out."""
+    own_client = client is None
+    client = client or NodeClient(node)
+    node = node.rstrip("/")
+    try:
+        report = client.credit()
+    finally:
+        if own_client:
+            client.close()
+    reported_at = _parse_time(report.get("at")) or timezone.now()
+    entries = report.get("customers") if isinstance(report.get("customers"), dict) else {}
+    customers = dict(
+        Customer.objects.filter(account_number__in=list(entries)).values_list("account_number", "pk")
+    )
+    rows = []
+    for number, entry in entries.items():
+        amount, calls = _reserved(entry)
+        if number not in customers or amount is None:
+            logger.warning("sipsync: %s reported unusable credit in use for %r: %r", node, number, entry)
+            continue
+        rows.append(
+            ReservedCredit(
+                customer_id=customers[number], node=node, amount=amount, calls=calls, reported_at=reported_at
+            )
+        )
+    with transaction.atomic():
+        ReservedCredit.objects.filter(node=node).exclude(
+            customer_id__in=[r.customer_id for r in rows]
+        ).delete()
+        ReservedCredit.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["customer", "node"],
+            update_fields=["amount", "calls", "reported_at"],
+        )
+    return len(rows)
+
+
+def _reserved(entry) -> tuple[Decimal | None, int]:
+    if not isinstance(entry, dict):
+        return None, 0
+    try:
+        amount = Decimal(str(entry.get("reserved")))
+    except (InvalidOperation, ValueError):
+        return None, 0
+    calls = entry.get("calls")
+    if not amount.is_finite() or amount < 0 or amount >= 10**10:
+        return None, 0
+    return amount.quantize(Decimal("0.0001")), calls if _is_id(calls) else 0
 
 
 # --- events ---------------------------------------------------------------------------------

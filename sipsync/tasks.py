@@ -5,6 +5,7 @@
 - `sipsync.reconcile` (beat): compare every node's digest with the portal and heal drift.
 - `sipsync.collect_events` (beat): store every node's rejection events and acknowledge them.
 - `sipsync.collect_records` (beat): store every node's call records (unrated) and acknowledge.
+- `sipsync.collect_credit` (beat): store the credit every node's calls in progress reserve.
 
 Failures worth retrying (a node unreachable, a database busy) are retried a bounded number of
 times with exponential backoff and jitter; what is still left after that the next beat run
@@ -76,6 +77,12 @@ def reconcile() -> dict:
 @shared_task(name="sipsync.collect_events", max_retries=2, **RETRYING)
 def collect_events() -> dict:
     return _collect_from_every_node(services.collect_events, "events")
+
+
+@shared_task(name="sipsync.collect_credit", max_retries=0)
+def collect_credit() -> dict:
+    """No retries: the next beat run (seconds later) reads a fresher figure anyway."""
+    return _collect_from_every_node(services.collect_credit, "credit in use")
 
 
 @shared_task(name="sipsync.collect_records", max_retries=2, **RETRYING)

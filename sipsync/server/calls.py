@@ -268,6 +268,13 @@ class CallTable:
             return ZERO
         return entry[1]
 
+    def credit_in_use(self) -> dict[str, tuple[Decimal, int]]:
+        """Per customer with calls in progress: (credit they reserve, how many calls)."""
+        calls: dict[str, int] = {}
+        for call in self._calls.values():
+            calls[call.customer] = calls.get(call.customer, 0) + 1
+        return {customer: (self.reservations.held(customer), count) for customer, count in calls.items()}
+
     def active(self, aor: str) -> int:
         """Calls in progress (ringing or answered) that ``aor`` makes or receives."""
         return self._per_account.get(aor, 0)

@@ -23,6 +23,8 @@ Endpoints (JSON in and out; versions are integers; every push is idempotent)::
     GET    /v1/digest[?versions=0]
         -> {"accounts": {"user@realm": N}, "customers": {"C1234567": N}, "rate_plans": {"Standard": N},
             "digests": {"accounts": hex, "customers": hex, "rate_plans": hex}, "digest": hex}
+    GET    /v1/credit[?customer=C1234567]
+        -> {"customers": {"C1234567": {"reserved": "1.2500", "calls": 2}}, "at": iso}
     GET    /v1/registrations[?aor=user@realm[&aor=...] | ?after=AOR&limit=N]
         -> {"registrations": [binding, ...], "next": AOR | null}
     GET    /v1/subscriptions?aor=user@realm
@@ -87,6 +89,10 @@ where the stream stands), so a confused collector cannot acknowledge entries
 it never received.  Entries queued but not yet flushed are flushed before a
 read.
 
+Credit in use: per customer with calls in progress on this node, the credit those calls
+reserve (a decimal string, 4 places; see :mod:`sipsync.server.calls`) and how many they are;
+customers with none are left out. It lives in memory only, as the reservations do.
+
 Registrations are paged by address-of-record: ``limit`` AORs (default 100)
 after the AOR ``after`` in sorted order, with all their bindings; ``next`` is
 the last AOR of the page, null at the end.  A binding::
@@ -105,6 +111,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -142,6 +149,7 @@ DEFAULT_AOR_PAGE = 100
 MAX_AOR_PAGE = 1000
 SCAN_BUDGET = 20_000               # spool rows looked at per read of one stream
 PUBLIC_PATHS = frozenset({"/v1/health"})
+_CENT4 = Decimal("0.0001")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -322,6 +330,7 @@ class ControlServer:
         r.add_put("/v1/rate-plans/{key}", self.put_rate_plan)
         r.add_post("/v1/batch", self.batch)
         r.add_get("/v1/digest", self.digest)
+        r.add_get("/v1/credit", self.credit)
         r.add_get("/v1/registrations", self.registrations)
         r.add_get("/v1/subscriptions", self.subscriptions)
         r.add_get("/v1/events", self.read_events)
@@ -528,6 +537,17 @@ class ControlServer:
         body["digests"] = digests
         body["digest"] = _combined_digest(digests)
         return web.json_response(body)
+
+    # -- credit held by calls in progress ----------------------------------------------------------
+    async def credit(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("customer")
+        in_use = self._node.calls.credit_in_use()
+        customers = {
+            customer: {"reserved": f"{reserved.quantize(_CENT4)}", "calls": calls}
+            for customer, (reserved, calls) in sorted(in_use.items())
+            if wanted is None or customer == wanted
+        }
+        return web.json_response({"customers": customers, "at": iso_utc(self._clock())})
 
     # -- registrations ------------------------------------------------------------------------
     async def registrations(self, request: web.Request) -> web.Response:

@@ -109,6 +109,8 @@ def test_unknown_paths_and_methods(world):
     assert response.status_code == 404 and error_of(response)["code"] == "not_found"
     response = world.mine.client.get("/api/v1/customers/J%0A0./ledger/")  # a newline in the path
     assert response.status_code == 404 and error_of(response)["code"] == "not_found"
+    response = world.mine.client.get("/api/v1/customers/J%C2%BF%0A0/ledger/")  # a newline, found by fuzzing
+    assert response.status_code == 404 and error_of(response)["code"] == "not_found"
     response = world.mine.client.delete(f"/api/v1/sip-accounts/{world.mine.account.pk}/")
     assert response.status_code == 405 and error_of(response)["code"] == "method_not_allowed"
 

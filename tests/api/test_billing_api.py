@@ -19,6 +19,10 @@ def test_balance_and_ledger(world):
     assert world.mine.client.get(f"{url}/balance/").json() == {
         "customer": world.mine.customer.pk,
         "balance": "100.0000",
+        "reserved": "0.0000",
+        "available": "100.0000",
+        "calls_in_progress": 0,
+        "reserved_reported_at": None,
         "currency": "ZAR",
     }
     ledger = world.mine.client.get(f"{url}/ledger/").json()

@@ -36,6 +36,7 @@ class FakeNode:
         self.reject_next = 0
         self.batches_before_failing: int | None = None  # then every POST /v1/batch fails with 503
         self.refused: set[str] = set()  # account AORs whose documents a batch answers as invalid
+        self.credit: dict[str, dict] = {}  # what GET /v1/credit reports: customer -> {reserved, calls}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -112,6 +113,8 @@ class FakeNode:
             if path.startswith("/v1/rate-plans/") and method == "PUT":
                 key, version, _ = validate_rate_plan(body)
                 return 200, self._apply(self.rate_plans, key, body, version)
+            if path == "/v1/credit":
+                return 200, {"customers": self.credit, "at": "2026-11-24T12:00:00.000Z"}
             if path == "/v1/digest":
                 return 200, {
                     "accounts": {aor: doc["version"] for aor, doc in self.accounts.items()},

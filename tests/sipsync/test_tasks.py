@@ -1,3 +1,4 @@
+from decimal import Decimal
 from unittest import mock
 
 import pytest
@@ -7,6 +8,7 @@ from accounts.models import SipAccount
 from billing import services as billing_services
 from billing.models import CallRecord, RatePlan
 from sipsync import outbox, services, tasks
+from sipsync import selectors as sync_selectors
 from sipsync.client import NodeUnavailable
 from sipsync.models import (
     DocumentKind,
@@ -328,3 +330,29 @@ def test_collect_stores_call_records_once_unrated_and_acknowledges(sync_settings
     fake_node.acked_records = 0  # delivered again: stored once
     assert tasks.collect_records.apply().result == {fake_node.url: 0}
     assert CallRecord.objects.count() == 2
+
+
+def test_credit_in_use_is_collected_per_node_and_replaced_by_each_report(
+    sync_settings, fake_node, second_fake_node
+):
+    sync_settings.SIP_NODES = [fake_node.url, second_fake_node.url]
+    busy, idle = CustomerFactory(account_number="C1000001"), CustomerFactory(account_number="C1000002")
+    fake_node.credit = {
+        "C1000001": {"reserved": "1.2500", "calls": 2},
+        "C9999999": {"reserved": "5.0000", "calls": 1},  # not the portal's: left out
+        "C1000002": {"reserved": "-1", "calls": 1},  # nonsense: left out
+    }
+    second_fake_node.credit = {"C1000001": {"reserved": "0.5000", "calls": 1}}
+
+    assert tasks.collect_credit.apply().result == {fake_node.url: 1, second_fake_node.url: 1}
+
+    in_use = sync_selectors.credit_in_use(customer=busy)
+    assert (in_use.reserved, in_use.calls) == (Decimal("1.7500"), 3)
+    assert in_use.reported_at is not None
+    assert sync_selectors.credit_in_use(customer=idle).reserved == Decimal(0)
+
+    fake_node.credit = {}  # the calls ended
+    tasks.collect_credit.apply()
+    assert sync_selectors.credit_in_use(customer=busy).reserved == Decimal("0.5000")
+    sync_settings.SIP_NODES = [fake_node.url]  # a node no longer configured does not count
+    assert sync_selectors.credit_in_use(customer=busy) == sync_selectors.CreditInUse(Decimal(0), 0, None)

@@ -281,6 +281,41 @@ def test_a_batch_that_is_not_a_list_or_too_long_is_refused_whole(node, monkeypat
     assert node.accounts.get("dave", REALM) is None
 
 
+def test_credit_reports_what_calls_in_progress_reserve_per_customer(node):
+    from decimal import Decimal
+
+    def start(call_id, customer, reserved):
+        return node.calls.start(
+            call_id=call_id, caller_tag="t", account=f"alice@{REALM}", customer=customer,
+            dialled="0115550123", number="27115550123", call_class="national", reserved=Decimal(reserved),
+        )  # fmt: skip
+
+    first = start("c1", "C1234567", "1.25")
+    start("c2", "C1234567", "0.5")
+    start("c3", "C7654321", "0")  # an internal call reserves nothing but is in progress
+
+    async def scenario(api):
+        return [
+            await api("GET", "/v1/credit"),
+            await api("GET", "/v1/credit?customer=C7654321"),
+            await api("GET", "/v1/credit", headers={}),
+        ]
+
+    everyone, one, no_token = drive(node, scenario)
+    assert everyone[0] == 200
+    assert everyone[1]["customers"] == {
+        "C1234567": {"reserved": "1.7500", "calls": 2},
+        "C7654321": {"reserved": "0.0000", "calls": 1},
+    }
+    assert everyone[1]["at"].endswith("Z")
+    assert one[1]["customers"] == {"C7654321": {"reserved": "0.0000", "calls": 1}}
+    assert no_token[0] == 401
+
+    node.calls.end(first, code=200)
+    after = drive(node, lambda api: api("GET", "/v1/credit?customer=C1234567"))
+    assert after[1]["customers"] == {"C1234567": {"reserved": "0.5000", "calls": 1}}
+
+
 def test_junk_json_and_invalid_documents_are_400_naming_the_field(node):
     no_digest = document_for_password("dave", REALM, "Dave-Passw0rd")
     del no_digest["ha1_md5"]
