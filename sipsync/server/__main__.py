@@ -2,14 +2,13 @@
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
 import sys
 
 from sipsync.server.config import ServiceConfig
-from sipsync.server.node import SipNode
+from sipsync.server.node import SipNode, tune_gc
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -109,7 +108,7 @@ async def serve(args: argparse.Namespace, control_secret: str | None = None) -> 
     )
     node = SipNode(config)
     bound = await node.start()
-    _tune_gc()
+    tune_gc()
     print("sipsync: listening on " + " ".join(bound), flush=True)
     if args.control is not None:
         assert control_secret is not None  # main() refuses to get here without one
@@ -128,16 +127,6 @@ async def serve(args: argparse.Namespace, control_secret: str | None = None) -> 
     await stopped.wait()
     await node.stop()
     return 0
-
-
-def _tune_gc() -> None:
-    """What the node loaded at start-up (accounts, bindings) lives as long as the process: move it
-    out of the cyclic collector's reach, so that full collections do not walk 100,000 accounts.
-    Requests allocate many short-lived containers that reference counting frees; collecting the
-    young generation every 10,000 allocations instead of 700 costs a little memory, not leaks."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 50, 100)
 
 
 def main(argv: list[str] | None = None) -> int:

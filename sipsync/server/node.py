@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import time
@@ -25,6 +26,17 @@ log = logging.getLogger("sipsync.node")
 
 HOUSEKEEPING_INTERVAL = 0.5
 ALIVE_KEY = "alive_at"  # meta: the last time (epoch) the node noted it was alive with calls up
+
+
+def tune_gc() -> None:
+    """For a node process, once it has started: what start-up loaded (accounts, bindings) lives as
+    long as the process, so it is moved out of the cyclic collector's reach and full collections
+    no longer walk 100,000 accounts; and the young generation is collected every 10,000
+    allocations instead of 700 (requests allocate many short-lived containers, which reference
+    counting frees; this costs a little memory, it leaks nothing)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
 
 
 class SipNode:

@@ -18,6 +18,7 @@ from sipsync.sip.message import Request
 from sipsync.sip.uri import NameAddr
 
 _LOCATION_CAUSES = {403: Cause.TOO_MANY_CONTACTS, 500: Cause.OUT_OF_ORDER}
+_CONTACT_CACHE_LIMIT = 100_000
 
 
 class Registrar:
@@ -33,6 +34,10 @@ class Registrar:
         self._auth = authenticator
         self._location = location
         self._clock = clock
+        # A phone refreshes its binding with the same Contact text every time: what the registrar
+        # reads from a Contact value (the URI as text, the parameters) is kept by that text, so a
+        # refresh does not parse and re-serialise it again. Never mutated; cleared when full.
+        self._contact_parts: dict[str, tuple[str, dict[str, str | None]]] = {}
 
     def register(self, request: Request, source: Address, transport: str) -> Reply:
         outcome = self._auth.authenticate(request, source)
@@ -45,9 +50,9 @@ class Registrar:
         call_id, cseq = request.call_id, request.cseq.seq
         now = self._clock()
 
-        contacts = request.contacts  # empty for "Contact: *" as well
+        contacts = self._contacts(request)
         if not contacts:
-            if request.contact_star:
+            if contacts is None:  # "Contact: *"
                 return self._unregister_all(request, aor, call_id, cseq, now)
             # a query (RFC 3261 10.2.3): list the bindings, change nothing
             return self._ok(self._location.lookup(aor, now), now, durable=False)
@@ -82,14 +87,37 @@ class Registrar:
             return reject(Cause.OUT_OF_ORDER, account=aor)
         return self._ok([], now, durable=True)
 
-    def _change(self, contact: NameAddr, request: Request, source: Address, transport: str) -> ContactChange:
-        expires = self._expires(contact, request)
-        params = contact.params
+    def _contacts(self, request: Request) -> list[tuple[str, dict[str, str | None]]] | None:
+        """(URI text, parameters) of each Contact, as ``request.contacts`` would give them; None
+        for ``Contact: *``. Raises SipParseError like the accessor."""
+        values = request.headers.get_all("Contact")
+        if "*" in values:
+            if values == ["*"]:
+                return None
+            raise SipParseError("malformed Contact: '*' mixed with addresses", "Contact")
+        cache = self._contact_parts
+        out = []
+        for value in values:
+            parts = cache.get(value)
+            if parts is None:
+                contact = NameAddr.parse(value, "Contact")
+                parts = (str(contact.uri), contact.params)
+                if len(cache) >= _CONTACT_CACHE_LIMIT:
+                    cache.clear()
+                cache[value] = parts
+            out.append(parts)
+        return out
+
+    def _change(
+        self, contact: tuple[str, dict[str, str | None]], request: Request, source: Address, transport: str
+    ) -> ContactChange:
+        uri, params = contact
+        expires = self._expires(params, request)
         q = params.get("q")
         reg_id = params.get("reg-id")
         instance = params.get("+sip.instance")
         return ContactChange(
-            contact_uri=str(contact.uri),
+            contact_uri=uri,
             expires=expires,
             q=float(q) if q else None,
             source=source,
@@ -100,8 +128,8 @@ class Registrar:
             path=tuple(request.headers.get_all("Path")),
         )
 
-    def _expires(self, contact: NameAddr, request: Request) -> int:
-        raw = contact.params.get("expires")
+    def _expires(self, params: dict[str, str | None], request: Request) -> int:
+        raw = params.get("expires")
         if raw is not None:
             if not raw.isdigit():
                 raise ValueError(f"expires={raw!r} is not a number of seconds")

@@ -451,7 +451,10 @@ class SipMessage:
         cache = self.headers._cache
         via = cache.get("via")
         if via is None:
-            value = self.headers.get_first_value("Via")
+            value = self.headers._index()[0].get("via")  # get_first_value("Via"), on the hot path
+            if value is not None and "," in value:
+                parts = split_header_values(value)
+                value = parts[0] if parts else ""
             if not value:
                 raise SipParseError("missing Via", "Via")
             via = cache["via"] = Via.parse(value)
