@@ -3,7 +3,6 @@
 import re
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -16,24 +15,6 @@ from tests.factories import CustomerFactory, customer_user
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def _clean_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def customer():
-    return CustomerFactory(name="Keys Ltd")
-
-
-@pytest.fixture
-def member(client, customer):
-    user = customer_user(customer)
-    client.force_login(user)
-    return user
 
 
 def test_a_new_key_is_shown_once_works_and_is_audited(client, customer, member):

@@ -2,36 +2,17 @@
 
 import httpx
 import pytest
-from django.core.cache import cache
 from django.urls import reverse
 
 from billing.choices import CallDisposition
 from sipsync.client import NodeClient
 from tests.billing.conftest import make_record
-from tests.factories import CustomerFactory, customer_user, sip_account
+from tests.factories import CustomerFactory, sip_account
 
 pytestmark = pytest.mark.django_db
 
 DOWN = "http://node-b.test:5080"
 
-
-@pytest.fixture(autouse=True)
-def _clean_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def customer():
-    return CustomerFactory(name="Live Ltd")
-
-
-@pytest.fixture
-def member(client, customer):
-    user = customer_user(customer)
-    client.force_login(user)
-    return user
 
 
 def _nodes(monkeypatch, registered: dict[str, list[str]], asked: list):

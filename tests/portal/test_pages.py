@@ -3,7 +3,6 @@ import time
 
 import pytest
 from django.core import mail
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -18,24 +17,6 @@ from tests.factories import CustomerFactory, StaffFactory, UserFactory, customer
 
 pytestmark = pytest.mark.django_db
 
-
-@pytest.fixture(autouse=True)
-def _clean_cache():
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def customer():
-    return CustomerFactory(name="Acme Ltd")
-
-
-@pytest.fixture
-def member(client, customer):
-    user = customer_user(customer)
-    client.force_login(user)
-    return user
 
 
 def _event(account, cause, code, n=[0], **detail):  # noqa: B006
