@@ -1,16 +1,10 @@
+"""Sync state in the staff console, read-only: the sync tasks write it, and deleting an outbox
+row would drop a push the nodes still need (reconcile would repair it, but only later)."""
+
 from django.contrib import admin
 
+from portal.admin import ReadOnlyAdmin
 from sipsync.models import DocumentVersion, OutboxEntry, ProvisioningStatus, SipEvent
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Sync state is written by the sync tasks only; the admin shows it."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(OutboxEntry)
