@@ -18,7 +18,6 @@ from sipsync.sip.message import Request
 from sipsync.sip.uri import NameAddr
 
 _LOCATION_CAUSES = {403: Cause.TOO_MANY_CONTACTS, 500: Cause.OUT_OF_ORDER}
-_CONTACT_CACHE_LIMIT = 100_000
 
 
 class Registrar:
@@ -34,10 +33,6 @@ class Registrar:
         self._auth = authenticator
         self._location = location
         self._clock = clock
-        # A phone refreshes its binding with the same Contact text every time: what the registrar
-        # reads from a Contact value (the URI as text, the parameters) is kept by that text, so a
-        # refresh does not parse and re-serialise it again. Never mutated; cleared when full.
-        self._contact_parts: dict[str, tuple[str, dict[str, str | None]]] = {}
 
     def register(self, request: Request, source: Address, transport: str) -> Reply:
         outcome = self._auth.authenticate(request, source)
@@ -88,24 +83,20 @@ class Registrar:
         return self._ok([], now, durable=True)
 
     def _contacts(self, request: Request) -> list[tuple[str, dict[str, str | None]]] | None:
-        """(URI text, parameters) of each Contact, as ``request.contacts`` would give them; None
-        for ``Contact: *``. Raises SipParseError like the accessor."""
+        """(URI text, parameters) of each Contact, as ``request.contacts`` gives them; None for
+        ``Contact: *``. Raises SipParseError like the accessor.
+
+        (Keeping these by the Contact text, which a phone repeats on every refresh, saved 2.7 %
+        of the instructions per registration but cost 26 MiB with 100,000 bindings: not kept.)"""
         values = request.headers.get_all("Contact")
         if "*" in values:
             if values == ["*"]:
                 return None
             raise SipParseError("malformed Contact: '*' mixed with addresses", "Contact")
-        cache = self._contact_parts
         out = []
         for value in values:
-            parts = cache.get(value)
-            if parts is None:
-                contact = NameAddr.parse(value, "Contact")
-                parts = (str(contact.uri), contact.params)
-                if len(cache) >= _CONTACT_CACHE_LIMIT:
-                    cache.clear()
-                cache[value] = parts
-            out.append(parts)
+            contact = NameAddr.parse(value, "Contact")
+            out.append((str(contact.uri), contact.params))
         return out
 
     def _change(
