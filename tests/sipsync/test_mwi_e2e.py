@@ -5,13 +5,9 @@ SIP node, and a SIPp phone subscribed to its message-summary there.
 The push is published to a queue private to this test run, as in test_sync_e2e.py.
 """
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 from unittest import mock
 
@@ -22,7 +18,7 @@ from accounts import services as account_services
 from sipsync import tasks
 from sipsync.models import DocumentKind
 from tests.sipsync.interop.conftest import free_port
-from tests.sipsync.test_sync_e2e import REALM, SECRET, Process, _database_url, _wait_for_version
+from tests.sipsync.test_sync_e2e import REALM, SECRET, _wait_for_version, running_node, running_worker
 
 SCENARIO = Path(__file__).resolve().parent / "interop" / "events" / "scenarios" / "mwi.xml"
 SIPP_TIMEOUT = 30
@@ -31,44 +27,14 @@ SIPP_TIMEOUT = 30
 @pytest.fixture
 def node(tmp_path):
     """(SIP port, control URL) of a real node."""
-    env = {**os.environ, "SIP_CONTROL_SECRET": SECRET}
-    process = Process(
-        [
-            sys.executable, "-m", "sipsync.server", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0",
-            "--store", str(tmp_path / "node.sqlite3"), "--realm", REALM,
-        ],
-        env,
-    )  # fmt: skip
-    try:
-        sip_port = int(process.wait_for(r"sipsync: listening on udp:127\.0\.0\.1:(\d+)", timeout=30).group(1))
-        url = process.wait_for(r"sipsync: control on (http://\S+)", timeout=30).group(1)
-        yield sip_port, url
-    finally:
-        process.stop()
+    with running_node(tmp_path) as node:
+        yield node
 
 
 @pytest.fixture
 def worker(node, settings):
-    _, url = node
-    queue_name = f"sipsync-mwi-{uuid.uuid4().hex[:12]}"
-    settings.SIP_NODES = [url]
-    settings.SIP_CONTROL_SECRET = SECRET
-    env = {
-        **os.environ, "DATABASE_URL": _database_url(), "SIP_NODES": url, "SIP_CONTROL_SECRET": SECRET,
-        "SIP_REALM": REALM, "CELERY_TASK_ALWAYS_EAGER": "false",
-    }  # fmt: skip
-    process = Process(
-        [
-            sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",
-            "-Q", queue_name, "--hostname", f"{queue_name}@%h", "--without-mingle", "--without-gossip",
-        ],
-        env,
-    )  # fmt: skip
-    try:
-        process.wait_for(r"ready\.", timeout=60)
-        yield queue_name, process
-    finally:
-        process.stop(signal.SIGQUIT, grace=1.0)  # cold shutdown, then kill: nothing is left to do
+    with running_worker(node[1], settings, "sipsync-mwi") as worker:
+        yield worker
 
 
 def _subscribed(url: str, aor: str) -> bool:

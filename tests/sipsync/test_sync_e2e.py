@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 from urllib.parse import quote
@@ -86,8 +87,9 @@ def _database_url() -> str:
     return f"postgres://{credentials}{db.get('HOST') or 'localhost'}{port}/{db['NAME']}"
 
 
-@pytest.fixture
-def sip_node(tmp_path):
+@contextmanager
+def running_node(tmp_path):
+    """A real node process: yields (its SIP UDP port, its control URL)."""
     env = {**os.environ, "SIP_CONTROL_SECRET": SECRET}
     node = Process(
         [
@@ -97,21 +99,24 @@ def sip_node(tmp_path):
         env,
     )  # fmt: skip
     try:
+        sip_port = int(node.wait_for(r"sipsync: listening on udp:127\.0\.0\.1:(\d+)", timeout=30).group(1))
         url = node.wait_for(r"sipsync: control on (http://\S+)", timeout=30).group(1)
-        yield url
+        yield sip_port, url
     finally:
         node.stop()
 
 
-@pytest.fixture
-def celery_worker(sip_node, settings):
-    queue_name = f"sipsync-e2e-{uuid.uuid4().hex[:12]}"
-    settings.SIP_NODES = [sip_node]
+@contextmanager
+def running_worker(node_url, settings, queue_prefix):
+    """A real Celery worker pushing to `node_url`, consuming a queue private to this test:
+    yields (the queue's name, the worker's Process)."""
+    queue_name = f"{queue_prefix}-{uuid.uuid4().hex[:12]}"
+    settings.SIP_NODES = [node_url]
     settings.SIP_CONTROL_SECRET = SECRET
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
-        "SIP_NODES": sip_node,
+        "SIP_NODES": node_url,
         "SIP_CONTROL_SECRET": SECRET,
         "SIP_REALM": REALM,
         "CELERY_TASK_ALWAYS_EAGER": "false",
@@ -128,6 +133,18 @@ def celery_worker(sip_node, settings):
         yield queue_name, worker
     finally:
         worker.stop(signal.SIGQUIT, grace=1.0)  # cold shutdown, then kill: nothing is left to do
+
+
+@pytest.fixture
+def sip_node(tmp_path):
+    with running_node(tmp_path) as (_, url):
+        yield url
+
+
+@pytest.fixture
+def celery_worker(sip_node, settings):
+    with running_worker(sip_node, settings, "sipsync-e2e") as worker:
+        yield worker
 
 
 def _digest(node_url):
