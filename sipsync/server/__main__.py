@@ -113,7 +113,8 @@ async def serve(args: argparse.Namespace, control_secret: str | None = None) -> 
     if args.control is not None:
         assert control_secret is not None  # main() refuses to get here without one
         try:
-            host, port = await node.start_control(*args.control, secret=control_secret)
+            control_host, control_port = args.control
+            host, port = await node.start_control(control_host, control_port, secret=control_secret)
         except OSError as error:
             print(f"sipsync: cannot serve the control interface on {args.control[0]}:{args.control[1]}: "
                   f"{error}", file=sys.stderr, flush=True)
@@ -148,10 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    return runner(serve(args, control_secret))
+        return asyncio.run(serve(args, control_secret))
+    return uvloop.run(serve(args, control_secret))
 
 
 if __name__ == "__main__":

@@ -282,8 +282,9 @@ class CallTable:
     def start(self, **fields: Any) -> Call:
         call = Call(record_id=f"{self._node}-{uuid.uuid4()}", invited_at=self._clock(), **fields)
         self._calls[call.call_id] = call
-        for aor in {call.account, call.callee} - {None}:
-            self._per_account[aor] = self._per_account.get(aor, 0) + 1  # type: ignore[index]
+        for aor in {call.account, call.callee}:
+            if aor is not None:
+                self._per_account[aor] = self._per_account.get(aor, 0) + 1
         if call.reserved:
             self.reservations.reserve(call.customer, call.reserved)
         self.persist(call)  # a call ringing when the node dies is recorded after the restart too
@@ -444,7 +445,9 @@ def call_state(call: Call) -> dict[str, Any]:
 
 def call_from_state(state: dict[str, Any]) -> Call:
     """The :class:`Call` a stored state describes (its hops as ``(host, port, transport)``)."""
-    fields = {name: state.get(name) for name in _STATE_FIELDS if name not in ("caller_cseq", "callee_cseq")}
+    fields: dict[str, Any] = {
+        name: state.get(name) for name in _STATE_FIELDS if name not in ("caller_cseq", "callee_cseq")
+    }
     call = Call(**fields)
     call.caller_cseq = int(state.get("caller_cseq") or 0)
     call.callee_cseq = int(state.get("callee_cseq") or 0)

@@ -557,7 +557,7 @@ class ControlServer:
         if wanted:
             if len(wanted) > MAX_AOR_PAGE:
                 raise ControlError(400, "invalid_parameter", f"at most {MAX_AOR_PAGE} 'aor' parameters")
-            out = []
+            out: list[dict[str, Any]] = []
             for aor in wanted:
                 username, realm = _split_aor(aor, "query parameter 'aor'")
                 out.extend(_binding_json(b, now) for b in location.lookup(f"{username}@{realm}", now))

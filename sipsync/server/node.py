@@ -6,6 +6,7 @@ import gc
 import logging
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 from sipsync.server.accounts import AccountTable
 from sipsync.server.auth import Authenticator, FailureLimiter
@@ -21,6 +22,9 @@ from sipsync.server.registrar import Registrar
 from sipsync.server.store import Checkpointer, LocalStore
 from sipsync.server.transport import Transports
 from sipsync.sip.digest import NonceManager
+
+if TYPE_CHECKING:  # aiohttp is imported only when the control interface is wanted
+    from sipsync.server.control import ControlServer
 
 log = logging.getLogger("sipsync.node")
 
@@ -93,7 +97,7 @@ class SipNode:
         self.notifier.restore()  # before any request: refreshes after a restart find their dialog
         self.store.flush()  # bindings that expired while the node was down are gone for good
         self._housekeeping: asyncio.Task | None = None
-        self.control = None  # the ControlServer, once start_control() ran
+        self.control: ControlServer | None = None  # once start_control() ran
 
     def _customer_version(self, customer: str) -> int | None:
         document = self.documents.get_customer(customer)

@@ -93,11 +93,10 @@ def country_settings(customer: dict[str, Any] | None) -> CountrySettings:
     """The customer document's country settings, or the default (27 / 0)."""
     if not customer:
         return CountrySettings()
+    national_prefix = customer.get("national_prefix")
     return CountrySettings(
-        country_code=customer.get("country_code") or "27",
-        national_prefix=customer.get("national_prefix")
-        if customer.get("national_prefix") is not None
-        else "0",
+        country_code=str(customer.get("country_code") or "27"),
+        national_prefix="0" if national_prefix is None else str(national_prefix),
     )
 
 

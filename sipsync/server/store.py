@@ -365,20 +365,8 @@ class LocalStore:
                     )
             if self._meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", self._meta.items())
-            if self._calls:
-                dels = [(k,) for k, d in self._calls.items() if d is None]
-                if dels:
-                    db.executemany("DELETE FROM calls_in_progress WHERE record_id = ?", dels)
-                puts = [(k, d) for k, d in self._calls.items() if d is not None]
-                if puts:
-                    db.executemany("INSERT OR REPLACE INTO calls_in_progress VALUES (?, ?)", puts)
-            if self._subscriptions:
-                dels = [(k,) for k, d in self._subscriptions.items() if d is None]
-                if dels:
-                    db.executemany("DELETE FROM subscriptions WHERE id = ?", dels)
-                puts = [(k, d) for k, d in self._subscriptions.items() if d is not None]
-                if puts:
-                    db.executemany("INSERT OR REPLACE INTO subscriptions VALUES (?, ?)", puts)
+            _write_documents(db, "calls_in_progress", "record_id", self._calls)
+            _write_documents(db, "subscriptions", "id", self._subscriptions)
             if self._events:
                 db.executemany("INSERT INTO events (doc) VALUES (?)", [(e,) for e in self._events])
             if self._ack_upto is not None:
@@ -491,3 +479,13 @@ class Checkpointer:
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+
+def _write_documents(db: sqlite3.Connection, table: str, key: str, queued: dict[str, str | None]) -> None:
+    """Write queued JSON documents of a two-column table; ``None`` deletes the row."""
+    gone = [(k,) for k, doc in queued.items() if doc is None]
+    if gone:
+        db.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)  # noqa: S608 - fixed names
+    kept = [(k, doc) for k, doc in queued.items() if doc is not None]
+    if kept:
+        db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", kept)  # noqa: S608

@@ -64,6 +64,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.sendto(data, address)
 
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
 
 class TcpConnection(asyncio.Protocol):
     """One accepted TCP connection; frames the byte stream by Content-Length."""
@@ -147,7 +151,7 @@ class Transports:
                     reuse_address=True,
                 )
             except OSError:
-                udp._transport.close()
+                udp.close()
                 if attempt + 1 == attempts:
                     raise
                 continue
@@ -158,8 +162,7 @@ class Transports:
 
     async def close(self) -> None:
         for endpoint in self.udp:
-            if endpoint._transport is not None:
-                endpoint._transport.close()
+            endpoint.close()
         for server in self.tcp_servers:
             server.close()
         for connection in list(self.tcp_connections.values()):

@@ -86,11 +86,7 @@ class Via:
                         _check_via_params(params)
                     except SipParseError:
                         return cls._parse_wrapped(text)
-            via = cls.__new__(cls)
-            via.transport, via.host, via.port, via.params, via.protocol = (
-                transport.upper(), host.lower(), port, params, "SIP/2.0"
-            )
-            return via
+            return Via(transport, host.lower(), port, params)
         return cls._parse_wrapped(text)
 
     @classmethod
@@ -133,11 +129,7 @@ class Via:
         params = parse_params(ptext, "Via") if semi else {}
         if params:
             _check_via_params(params)
-        via = cls.__new__(cls)
-        via.transport, via.host, via.port, via.params, via.protocol = (
-            transport.upper(), host, port, params, protocol
-        )
-        return via
+        return Via(transport, host, port, params, protocol)
 
     @property
     def branch(self) -> str | None:
@@ -227,9 +219,7 @@ class CSeq:
         if match is not None:
             seq = int(match[1])
             if seq <= MAX_CSEQ:
-                cseq = cls.__new__(cls)
-                cseq.seq, cseq.method = seq, match[2]
-                return cseq
+                return CSeq(seq, match[2])
         parts = text.split()
         if len(parts) != 2 or not is_token(parts[1]):
             raise SipParseError("malformed CSeq", "CSeq")

@@ -260,18 +260,19 @@ class Headers:
 
     __slots__ = ("_items", "_cache")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str, str]] = []  # (key, name, value)
+    def __init__(
+        self, items: Iterable[tuple[str, str]] = (), parsed: list[tuple[str, str, str]] | None = None
+    ) -> None:
+        """``items`` are checked name/value pairs; ``parsed`` (key, name, value) triples the parser
+        or this class already checked, taken as they are."""
+        self._items: list[tuple[str, str, str]] = parsed if parsed is not None else []
         self._cache: dict[str, Any] = {}
         for name, value in items:
             self.add(name, value)
 
     @classmethod
     def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
-        headers = cls.__new__(cls)
-        headers._items = items
-        headers._cache = {}
-        return headers
+        return Headers((), items)
 
     @classmethod
     def from_trusted(cls, items: Iterable[tuple[str, str]]) -> Headers:

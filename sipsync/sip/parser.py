@@ -104,7 +104,8 @@ def _content_length(value: str) -> int:
     return int(value)
 
 
-def _parse_start_line(line: str) -> Request | Response:
+def _parse_start_line(line: str) -> tuple[str, str] | tuple[int, str]:
+    """A request line as (method, Request-URI) or a status line as (status, reason phrase)."""
     parts = line.split(" ")
     if len(parts) == 3 and parts[2] == "SIP/2.0":  # fast path for requests
         method, uri, _ = parts
@@ -117,9 +118,7 @@ def _parse_start_line(line: str) -> Request | Response:
             and uri[0].isalpha()
             and "\t" not in uri
         ):
-            req = Request.__new__(Request)
-            req.method, req.raw_uri, req._uri, req.version = method, uri, None, "SIP/2.0"
-            return req
+            return method, uri
     if line[:4].upper() == "SIP/":
         if len(parts) < 2:
             raise SipParseError("malformed status line")
@@ -131,9 +130,7 @@ def _parse_start_line(line: str) -> Request | Response:
         reason = line[len(version) + len(code) + 2:]
         if any(ord(c) < 32 and c != "\t" for c in reason):
             raise SipParseError("malformed reason phrase")
-        resp = Response.__new__(Response)
-        resp.status, resp.reason, resp.version = int(code), reason, "SIP/2.0"
-        return resp
+        return int(code), reason
     if len(parts) != 3:
         raise SipParseError("malformed request line")
     method, uri, version = parts
@@ -146,7 +143,7 @@ def _parse_start_line(line: str) -> Request | Response:
     colon = uri.find(":")
     if colon <= 0 or not uri[0].isalpha() or not _SCHEME_CHARS.issuperset(uri[:colon]) or "\t" in uri:
         raise SipParseError("malformed Request-URI")
-    return Request(method, uri, None, b"", "SIP/2.0")
+    return method, uri
 
 
 def parse_message(data: bytes) -> Request | Response:
@@ -161,7 +158,7 @@ def parse_message(data: bytes) -> Request | Response:
     start = lines[0]
     if not start:
         raise SipParseError("empty message")
-    msg = _parse_start_line(start)
+    first, second = _parse_start_line(start)
     items, length = _parse_headers(lines[1:])
     if length is None:
         body = rest  # datagram without Content-Length: the body runs to the end (RFC 3261 18.3)
@@ -169,10 +166,10 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipParseError("body shorter than Content-Length", "Content-Length")
     else:
         body = rest[:length]
-    headers = Headers.__new__(Headers)
-    headers._items, headers._cache = items, {}
-    msg.headers, msg.body = headers, body
-    return msg
+    headers = Headers((), items)
+    if isinstance(first, int):
+        return Response(first, second, headers, body, "SIP/2.0")
+    return Request(first, second, headers, body, "SIP/2.0")
 
 
 def validate_message(msg: SipMessage) -> None:
@@ -212,7 +209,7 @@ def try_error_response(data: bytes, error: SipParseError) -> Response | None:
     parts = lines[0].split()
     if not parts or parts[0][:4].upper() == "SIP/" or len(parts) < 2:
         return None  # responses are never answered
-    items = []
+    items: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             if items:

@@ -129,7 +129,7 @@ class Send:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PassToTU:
-    message: SipMessage
+    message: Request | Response
     txn: Transaction | None = None
 
 

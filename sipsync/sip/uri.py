@@ -243,10 +243,7 @@ def _simple_uri(scheme: str, user: str | None, host: str, port_text: str | None,
         port = int(port_text)
         if port > 65535:
             return None
-    uri = SipUri.__new__(SipUri)
-    uri.scheme, uri.user, uri.password, uri.host = scheme, user, None, host.lower()
-    uri.port, uri.params, uri.headers = port, _simple_params(ptext) if ptext else {}, {}
-    return uri
+    return SipUri(scheme, user, host.lower(), port, _simple_params(ptext) if ptext else {}, {})
 
 
 # --- URIs --------------------------------------------------------------------------------------
@@ -331,10 +328,7 @@ class SipUri:
                 params[unescape(name).lower()] = unescape(value) if eq else None
             rest = rest[:semi]
         host, port = split_host_port(rest, "URI host")
-        uri = cls.__new__(cls)
-        uri.scheme, uri.user, uri.password, uri.host, uri.port = scheme, user, password, host, port
-        uri.params, uri.headers = params, headers
-        return uri
+        return SipUri(scheme, user, host, port, params, headers, password)
 
     @classmethod
     def _parse_tel(cls, rest: str) -> SipUri:
@@ -440,10 +434,8 @@ class NameAddr:
                 with contextlib.suppress(SipParseError):  # else the careful path reports it
                     uri = SipUri.parse(uri_text)
         if uri is not None:
-            addr = cls.__new__(cls)
-            addr.display_name = quoted if quoted is not None else (" ".join(tokens.split()) or None)
-            addr.uri, addr.params = uri, _simple_params(tail) if tail else {}
-            return addr
+            display = quoted if quoted is not None else (" ".join(tokens.split()) or None)
+            return NameAddr(uri, display, _simple_params(tail) if tail else {})
         try:
             return cls._parse(text.strip(" \t"))
         except UnsupportedUriScheme as exc:
@@ -488,9 +480,7 @@ class NameAddr:
             if tail[0] != ";":
                 raise SipParseError("junk after URI")
             params = parse_params(tail[1:], "header")
-        addr = cls.__new__(cls)
-        addr.display_name, addr.uri, addr.params = display, uri, params
-        return addr
+        return NameAddr(uri, display, params)
 
     @property
     def tag(self) -> str | None:
