@@ -1032,10 +1032,13 @@ def code_state() -> str:
         ).stdout.split("\n")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown (no git)"
+    from sipsync import native  # the service started from here makes the same choice
+
     changed = [line[3:] for line in dirty if line.strip()]
     if not head:
-        return "unknown (not a git checkout)"
-    return f"commit {head}" + (f" plus uncommitted changes in {', '.join(changed)}" if changed else "")
+        return f"unknown (not a git checkout), {native.state}"
+    changes = f" plus uncommitted changes in {', '.join(changed)}" if changed else ""
+    return f"commit {head}{changes}, {native.state}"
 
 
 def shared_dir(args: argparse.Namespace) -> Path:

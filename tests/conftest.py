@@ -2,6 +2,12 @@ import os
 
 import pytest
 
+from sipsync import native
+
+
+def pytest_report_header(config):
+    return f"SIP service code: {native.state}"
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

@@ -152,7 +152,7 @@ class Account:
         return f"{self.username}@{self.realm}"
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> Account:
+    def from_document(cls, doc: Any) -> Account:
         """Build an Account from a provisioning document, validating it.
 
         Required: version, username, realm, customer, ha1_md5, ha1_sha256,

@@ -8,6 +8,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+from sipsync import native
 from sipsync.server.accounts import AccountTable
 from sipsync.server.auth import Authenticator, FailureLimiter
 from sipsync.server.calls import CallTable
@@ -122,11 +123,12 @@ class SipNode:
         self._housekeeping = asyncio.create_task(self._housekeep())
         self.checkpointer.start()
         log.info(
-            "node %s serving realm %s: %d accounts, %d bindings",
+            "node %s serving realm %s: %d accounts, %d bindings; code %s",
             self.config.node_id,
             self.config.realm,
             len(self.accounts),
             self.location.count(),
+            native.state,
         )
         return bound
 

@@ -69,7 +69,7 @@ _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _PATH_SEP = "\x1f"  # unit separator: cannot appear in a SIP URI / header value
 
 
-class StoreError(RuntimeError):
+class StoreError(Exception):
     """The store file is unusable (newer schema than this code knows, etc.)."""
 
 
@@ -459,11 +459,11 @@ class Checkpointer:
         self._path = os.fspath(path)
         self._interval = interval
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._worker = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
 
     def start(self) -> None:
         if self._path != ":memory:":
-            self._thread.start()
+            self._worker.start()
 
     def _run(self) -> None:
         db = sqlite3.connect(self._path, isolation_level=None)
@@ -477,8 +477,8 @@ class Checkpointer:
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        if self._worker.is_alive():
+            self._worker.join(timeout=5)
 
 
 def _write_documents(db: sqlite3.Connection, table: str, key: str, queued: dict[str, str | None]) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from sipsync.sip.errors import SipParseError
 from sipsync.sip.parser import StreamFramer, try_error_response
@@ -33,6 +33,8 @@ class Endpoint(Protocol):
 
     def send(self, data: bytes, address: Address) -> None: ...
 
+    def close(self) -> None: ...
+
 
 Handler = Callable[[bytes, Address, Endpoint], None]
 
@@ -48,7 +50,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self.local = transport.get_extra_info("sockname")[:2]
+        host, port = transport.get_extra_info("sockname")[:2]
+        self.local = (host, port)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -75,7 +78,7 @@ class TcpConnection(asyncio.Protocol):
     name = "TCP"
     reliable = True
 
-    def __init__(self, handler: Handler, registry: dict[Address, "TcpConnection"], max_message: int) -> None:
+    def __init__(self, handler: Handler, registry: dict[Address, Endpoint], max_message: int) -> None:
         self._handler = handler
         self._registry = registry
         self._framer = StreamFramer(max_message_size=max_message)
@@ -84,7 +87,8 @@ class TcpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
-        self.peer = transport.get_extra_info("peername")[:2]
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = (host, port)
         self._registry[self.peer] = self
 
     def data_received(self, data: bytes) -> None:
@@ -130,9 +134,9 @@ class Transports:
     def __init__(self, handler: Handler, *, max_message: int = MAX_DATAGRAM) -> None:
         self._handler = handler
         self._max_message = max_message
-        self.udp: list[UdpEndpoint] = []
+        self.udp: list[Endpoint] = []  # UdpEndpoints (a test may add a stand-in network)
         self.tcp_servers: list[asyncio.Server] = []
-        self.tcp_connections: dict[Address, TcpConnection] = {}
+        self.tcp_connections: dict[Address, Endpoint] = {}  # TcpConnections (or a test's stand-in)
 
     async def listen(self, host: str, port: int) -> tuple[Address, Address]:
         """UDP and TCP on the same port. Port 0 asks the kernel for a free UDP port, which may be
@@ -157,7 +161,10 @@ class Transports:
                 continue
             self.udp.append(udp)
             self.tcp_servers.append(server)
-            return udp.local, server.sockets[0].getsockname()[:2]
+            # a list under uvloop, a tuple under asyncio: read untyped, or compiled code would insist
+            sockets: Any = getattr(server, "sockets")  # noqa: B009
+            tcp_host, tcp_port = sockets[0].getsockname()[:2]
+            return udp.local, (tcp_host, tcp_port)
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

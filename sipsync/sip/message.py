@@ -594,11 +594,11 @@ class Request(SipMessage):
         if uri is None:
             try:
                 uri = SipUri.parse(self.raw_uri)
-            except UnsupportedUriScheme as exc:
-                exc.header = "Request-URI"
+            except UnsupportedUriScheme as unsupported:
+                unsupported.header = "Request-URI"
                 raise
-            except SipParseError as exc:
-                raise SipParseError(f"malformed Request-URI ({exc})", "Request-URI") from None
+            except SipParseError as error:
+                raise SipParseError(f"malformed Request-URI ({error})", "Request-URI") from None
             if uri.headers:
                 raise SipParseError("headers not allowed in Request-URI", "Request-URI")
             self._uri = uri

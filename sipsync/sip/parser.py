@@ -146,7 +146,7 @@ def _parse_start_line(line: str) -> tuple[str, str] | tuple[int, str]:
     return method, uri
 
 
-def parse_message(data: bytes) -> Request | Response:
+def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
     """Parse one complete message (a datagram, or a frame cut by ``StreamFramer``).
 
     Only the framing is checked here; individual headers are parsed when accessed.

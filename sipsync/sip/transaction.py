@@ -444,8 +444,16 @@ class ClientInviteTransaction(ClientTransaction):
     is_invite = True
     TIMERS = ('A', 'B', 'D', 'M')
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        key: tuple,
+        request: Request,
+        destination: Any,
+        reliable: bool,
+        state: State,
+    ) -> None:
+        super().__init__(layer, key, request, destination, reliable, state)
         self.ack: Request | None = None
         self._ack_data: bytes | None = None
 

@@ -438,11 +438,11 @@ class NameAddr:
             return NameAddr(uri, display, _simple_params(tail) if tail else {})
         try:
             return cls._parse(text.strip(" \t"))
-        except UnsupportedUriScheme as exc:
-            raise UnsupportedUriScheme(str(exc), exc.scheme, header) from None
-        except SipParseError as exc:
-            if header is not None and exc.header is None:
-                raise SipParseError(f"malformed {header} ({exc})", header) from None
+        except UnsupportedUriScheme as unsupported:
+            raise UnsupportedUriScheme(str(unsupported), unsupported.scheme, header) from None
+        except SipParseError as error:
+            if header is not None and error.header is None:
+                raise SipParseError(f"malformed {header} ({error})", header) from None
             raise
 
     @classmethod

@@ -75,19 +75,13 @@ def test_reservations_add_up_and_release():
     assert held.held("C1") == 0
 
 
-class Recorder:
-    def __init__(self):
-        self.records = []
+def test_a_call_counts_for_both_parties_until_it_ends(tmp_path):
+    from sipsync.server.events import EventRecorder
+    from sipsync.server.store import LocalStore
 
-    def record(self, kind, fields):
-        self.records.append((kind, fields))
-        return fields
-
-
-def test_a_call_counts_for_both_parties_until_it_ends():
-    recorder = Recorder()
+    store = LocalStore(str(tmp_path / "s.sqlite3"))
     clock = iter([100.0, 105.0, 166.0]).__next__
-    calls = CallTable(recorder, node_id="n1", clock=clock)
+    calls = CallTable(EventRecorder(store), node_id="n1", clock=clock)
     call = calls.start(
         call_id="c1",
         caller_tag="t",
@@ -106,7 +100,9 @@ def test_a_call_counts_for_both_parties_until_it_ends():
     assert calls.active("a@r") == 0 and calls.reservations.held("C1") == 0
     assert record["record_id"].startswith("n1-") and record["duration"] == 61
     assert record["cost"] == "1.3000" and record["final_code"] == 200
-    assert record["invited_at"].endswith("Z") and recorder.records[0][0] == "call"
+    store.flush()
+    assert record["invited_at"].endswith("Z") and [e["kind"] for _, e in store.events_after(0)] == ["call"]
+    store.close()
 
 
 def _account(**fields) -> Account:

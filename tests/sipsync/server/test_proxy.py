@@ -49,6 +49,9 @@ class Network:
     def send(self, data, address):
         self.outbox.append((address, data))
 
+    def close(self):
+        pass
+
     def take(self, address) -> list:
         mine = [parse_message(data) for to, data in self.outbox if to == address]
         self.outbox = [(to, data) for to, data in self.outbox if to != address]

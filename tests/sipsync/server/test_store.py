@@ -160,19 +160,26 @@ def test_group_commit_is_one_transaction(db_path):
     store.close()
 
 
+def refuse_bindings_of(store: LocalStore, call_id: str) -> None:
+    """Make the database refuse to write one binding (as a full disk or a constraint would)."""
+    store._db.execute(
+        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON bindings "
+        f"WHEN NEW.call_id = '{call_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+
+
 def test_failed_flush_rolls_back_and_keeps_the_queue(db_path):
     store = LocalStore(db_path)
-    good = binding(1)
-    bad = binding(2, call_id=None)                  # violates NOT NULL
-    store.put_binding(good)
-    store.put_binding(bad)
+    refuse_bindings_of(store, "call-2@ua")
+    store.put_binding(binding(1))
+    store.put_binding(binding(2))
     store.append_event({"kind": "e"})
     with pytest.raises(sqlite3.IntegrityError):
         store.flush()
     assert store.pending == 3                       # kept for a retry
     assert store.load_bindings() == []              # all or nothing
     assert store.events_after(0) == []
-    store.put_binding(binding(2))                   # fix the offending row
+    store._db.execute("DROP TRIGGER refuse")        # the database takes the row again
     assert store.flush() == 3
     assert len(store.load_bindings()) == 2
     assert len(store.events_after(0)) == 1
@@ -322,8 +329,10 @@ def test_flush_soon_coalesces_one_loop_turn_into_one_flush(db_path):
 def test_flush_soon_delivers_failures(db_path):
     store = LocalStore(db_path)
 
+    refuse_bindings_of(store, "call-1@ua")
+
     async def main():
-        store.put_binding(binding(1, call_id=None))
+        store.put_binding(binding(1))
         with pytest.raises(sqlite3.IntegrityError):
             await store.flush_soon()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 
 import pytest
@@ -50,10 +51,7 @@ RFC7616_MD5 = 'Digest algorithm=MD5, ' + RFC7616_COMMON + ', response="8ca523f5e
 
 
 def _creds(**overrides) -> DigestCredentials:
-    base = parse_credentials(RFC2617_AUTH)
-    fields = {name: getattr(base, name) for name in DigestCredentials.__slots__}
-    fields.update(overrides)
-    return DigestCredentials(**fields)
+    return dataclasses.replace(parse_credentials(RFC2617_AUTH), **overrides)
 
 
 class FakeClock:
