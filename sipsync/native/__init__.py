@@ -2,7 +2,7 @@
 
 The SIP stack and the service are pure Python and run as such everywhere. Where a C compiler and
 mypyc are at hand, ``python -m sipsync.native build`` compiles the modules in ``COMPILED`` from
-that same source into extension modules beside it (about three times less CPU per message, see
+that same source into extension modules beside it (a third less CPU per registration, see
 docs/benchmarks.md). ``./dev`` runs it after installing; nothing else needs to.
 
 A compiled module shadows its ``.py`` file, so editing the source would silently keep running the
