@@ -9,6 +9,7 @@ source address; past the limit the source is refused without checking for a whil
 import logging
 import time
 from collections.abc import Callable
+from typing import Final
 
 from sipsync.server.accounts import Account, AccountTable
 from sipsync.server.causes import Cause, Reply, reject
@@ -25,7 +26,7 @@ from sipsync.sip.message import Request
 log = logging.getLogger("sipsync.auth")
 
 Address = tuple[str, int]
-_NONCE_MARK = "\x00nonce\x00"
+_NONCE_MARK: Final = "\x00nonce\x00"
 
 
 class FailureLimiter:

@@ -8,6 +8,7 @@ usernames exist; the event keeps the precise one for the customer and staff.
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 
 class Cause(StrEnum):
@@ -61,7 +62,7 @@ class Cause(StrEnum):
     NO_SUCH_SUBSCRIPTION = "no_such_subscription"
 
 
-REJECTIONS: dict[Cause, tuple[int, str]] = {
+REJECTIONS: Final[dict[Cause, tuple[int, str]]] = {
     Cause.UNKNOWN_USER: (403, "Forbidden"),
     Cause.BAD_PASSWORD: (403, "Forbidden"),
     Cause.ACCOUNT_DISABLED: (403, "Forbidden - Account disabled"),
@@ -122,10 +123,10 @@ REJECTIONS: dict[Cause, tuple[int, str]] = {
 # Warning code per cause where RFC 3261 20.43 has a better one than 399 (miscellaneous warning).
 # 305 "Incompatible media format" carries a human text (``Reply.warning``); the 399 with the
 # machine-readable cause follows it.
-WARNING_CODES = {Cause.CODEC_MISMATCH: 305}
+WARNING_CODES: Final = {Cause.CODEC_MISMATCH: 305}
 
 # What the wire says where the precise cause would help an attacker.
-WIRE_CAUSE = {
+WIRE_CAUSE: Final = {
     Cause.UNKNOWN_USER: Cause.BAD_CREDENTIALS,
     Cause.BAD_PASSWORD: Cause.BAD_CREDENTIALS,
     Cause.WATCH_OTHER_CUSTOMER: Cause.WATCH_NOT_PERMITTED,

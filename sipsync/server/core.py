@@ -11,7 +11,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sipsync.server.causes import Cause, Reply, record_rejection, reject, warning_values
 from sipsync.server.config import ServiceConfig
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("sipsync.core")
 
-SUPPORTED_METHODS = ("REGISTER", "OPTIONS", "ACK")
+SUPPORTED_METHODS: Final = ("REGISTER", "OPTIONS", "ACK")
 
 
 class SipService:

@@ -55,15 +55,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.store import LocalStore
 
 __all__ = ["Binding", "ContactChange", "LocationError", "LocationService"]
 
-_intern = sys.intern
-_DEFAULT_Q = 1.0
+_intern: Final = sys.intern
+_DEFAULT_Q: Final = 1.0
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ current bindings again, so a lost 200 OK is simply repeated.
 
 import time
 from collections.abc import Callable
+from typing import Final
 
 from sipsync.server.accounts import Account
 from sipsync.server.auth import Address, Authenticator
@@ -17,7 +18,7 @@ from sipsync.sip.errors import SipParseError
 from sipsync.sip.message import Request
 from sipsync.sip.uri import NameAddr
 
-_LOCATION_CAUSES = {403: Cause.TOO_MANY_CONTACTS, 500: Cause.OUT_OF_ORDER}
+_LOCATION_CAUSES: Final = {403: Cause.TOO_MANY_CONTACTS, 500: Cause.OUT_OF_ORDER}
 
 
 class Registrar:

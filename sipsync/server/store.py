@@ -58,15 +58,15 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from sipsync.server.location import Binding
 
 __all__ = ["Checkpointer", "LocalStore", "StoreError", "SCHEMA_VERSION"]
 
-_intern = sys.intern
-_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-_PATH_SEP = "\x1f"  # unit separator: cannot appear in a SIP URI / header value
+_intern: Final = sys.intern
+_SYNC_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+_PATH_SEP: Final = "\x1f"  # unit separator: cannot appear in a SIP URI / header value
 
 
 class StoreError(Exception):
@@ -112,7 +112,7 @@ def _m3(db: sqlite3.Connection) -> None:
 _MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1, _m2, _m3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_DELETE = None  # queue marker: the row is to be deleted
+_DELETE: Final = None  # queue marker: the row is to be deleted
 
 
 class LocalStore:

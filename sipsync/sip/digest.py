@@ -46,6 +46,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote
 
 __all__ = [
@@ -64,7 +65,7 @@ __all__ = [
 
 #: Base algorithms a server may offer, strongest first (the order RFC 8760 wants
 #: the challenges in).  The ``-sess`` variants of both are accepted on verification.
-ALGORITHMS = ("MD5", "SHA-256")
+ALGORITHMS: Final = ("MD5", "SHA-256")
 
 
 class DigestError(ValueError):
@@ -80,15 +81,17 @@ def _sha256(data: bytes) -> str:
 
 
 # Canonical (upper-case) algorithm token -> (hex digest function, is "-sess").
-_HASHES: dict[str, tuple[Callable[[bytes], str], bool]] = {
+_HASHES: Final[dict[str, tuple[Callable[[bytes], str], bool]]] = {
     "MD5": (_md5, False),
     "MD5-SESS": (_md5, True),
     "SHA-256": (_sha256, False),
     "SHA-256-SESS": (_sha256, True),
 }
 # Canonical spelling of each accepted token, as it appears in the RFCs.
-_CANONICAL = {"MD5": "MD5", "MD5-SESS": "MD5-sess", "SHA-256": "SHA-256", "SHA-256-SESS": "SHA-256-sess"}
-_HEX_LEN = {"MD5": 32, "MD5-sess": 32, "SHA-256": 64, "SHA-256-sess": 64}
+_CANONICAL: Final = {
+    "MD5": "MD5", "MD5-SESS": "MD5-sess", "SHA-256": "SHA-256", "SHA-256-SESS": "SHA-256-sess"
+}  # fmt: skip
+_HEX_LEN: Final = {"MD5": 32, "MD5-sess": 32, "SHA-256": 64, "SHA-256-sess": 64}
 
 
 def _hash_for(algorithm: str) -> tuple[Callable[[bytes], str], bool]:
@@ -140,7 +143,7 @@ class DigestCredentials:
 # One auth-param: token "=" ( token / quoted-string ), then a comma or the end.
 # Leading commas/whitespace are skipped so that empty list elements (",,") are allowed
 # as RFC 7230 section 7 asks.  \s covers the CR LF of folded header lines too.
-_PARAM_RE = re.compile(
+_PARAM_RE: Final = re.compile(
     r"[\s,]*"
     r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+)"  # name (token)
     r"\s*=\s*"
@@ -149,18 +152,20 @@ _PARAM_RE = re.compile(
     r"\s*(?:,|$)",
     re.DOTALL,
 )
-_UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
-_SCHEME_RE = re.compile(r"\s*Digest(?:\s+|$)", re.IGNORECASE)
+_UNESCAPE_RE: Final = re.compile(r"\\(.)", re.DOTALL)
+_SCHEME_RE: Final = re.compile(r"\s*Digest(?:\s+|$)", re.IGNORECASE)
 
-_MANDATORY = ("username", "realm", "nonce", "uri", "response")
-_MANDATORY_SET = frozenset(_MANDATORY)
-_LOWER_HEX = frozenset("0123456789abcdef")
-_ANY_HEX = frozenset("0123456789abcdefABCDEF")
-_QOPS = frozenset({"auth", "auth-int"})
+_MANDATORY: Final = ("username", "realm", "nonce", "uri", "response")
+_MANDATORY_SET: Final = frozenset(_MANDATORY)
+_LOWER_HEX: Final = frozenset("0123456789abcdef")
+_ANY_HEX: Final = frozenset("0123456789abcdefABCDEF")
+_QOPS: Final = frozenset({"auth", "auth-int"})
 
 
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_TOKEN_VALUE_CHARS = _TOKEN_CHARS | frozenset("/:@[]?")  # the regular expression's lenient token
+_TOKEN_CHARS: Final = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_TOKEN_VALUE_CHARS: Final = _TOKEN_CHARS | frozenset("/:@[]?")  # the regular expression's lenient token
 
 
 def _parse_params(text: str, pos: int) -> dict[str, str]:
@@ -310,11 +315,11 @@ class NonceState(enum.Enum):
     INVALID = "invalid"  # forged, garbled, or issued for another realm
 
 
-_TS = struct.Struct(">Q")  # issue time in milliseconds
-_RAND_LEN = 9
-_MAC_LEN = 16
-_BODY_LEN = _TS.size + _RAND_LEN
-_NONCE_LEN = _BODY_LEN + _MAC_LEN  # 33 bytes -> 44 base64 characters, no padding
+_TS: Final = struct.Struct(">Q")  # issue time in milliseconds
+_RAND_LEN: Final = 9
+_MAC_LEN: Final = 16
+_BODY_LEN: Final = _TS.size + _RAND_LEN
+_NONCE_LEN: Final = _BODY_LEN + _MAC_LEN  # 33 bytes -> 44 base64 characters, no padding
 
 
 class NonceManager:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from .errors import SipParseError
 from .uri import format_params, is_token, parse_params, parse_uint, split_host_port, validate_host
 
-_WS = " \t"
-MAX_CSEQ = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31
+_WS: Final = " \t"
+MAX_CSEQ: Final = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31
 
 
 def split_header_values(value: str) -> list[str]:
@@ -175,11 +176,11 @@ class Via:
 
 
 _T = r"A-Za-z0-9\-.!%*_+`'~"
-_FAST_VIA = re.compile(
+_FAST_VIA: Final = re.compile(
     rf"[ \t]*SIP/2\.0/([{_T}]+) ([A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{{1,5}}))?"
     rf"((?:;[{_T}]+(?:=[{_T}]+)?)*)[ \t]*\Z"
 ).match
-_FAST_CSEQ = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+([{_T}]+)[ \t]*\Z").match
+_FAST_CSEQ: Final = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+([{_T}]+)[ \t]*\Z").match
 
 
 def _find_ws(text: str) -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from .errors import SipParseError, UnsupportedUriScheme
 from .headers import CSeq, Via, split_header_values
 from .uri import TOKEN_CHARS, NameAddr, SipUri, parse_uint
 
-COMPACT_FORMS = {
+COMPACT_FORMS: Final = {
     "v": "Via",
     "f": "From",
     "t": "To",
@@ -100,12 +100,12 @@ _KNOWN_NAMES = [
     "Warning",
     "WWW-Authenticate",
 ]
-CANONICAL_NAMES: dict[str, str] = {name.lower(): name for name in _KNOWN_NAMES}
+CANONICAL_NAMES: Final[dict[str, str]] = {name.lower(): name for name in _KNOWN_NAMES}
 CANONICAL_NAMES.update(COMPACT_FORMS)
 
 # Headers whose values are comma-separated lists (RFC 3261 7.3.1). Deliberately excludes the
 # auth headers, Date, and anything unknown, whose values may contain unquoted commas.
-LIST_HEADERS = frozenset(
+LIST_HEADERS: Final = frozenset(
     name.lower()
     for name in (
         "Via",
@@ -140,7 +140,7 @@ LIST_HEADERS = frozenset(
     )
 )
 
-REASON_PHRASES: dict[int, str] = {
+REASON_PHRASES: Final[dict[int, str]] = {
     100: "Trying",
     180: "Ringing",
     181: "Call Is Being Forwarded",
@@ -214,7 +214,7 @@ REASON_PHRASES: dict[int, str] = {
     607: "Unwanted",
     608: "Rejected",
 }
-_CLASS_PHRASES = {
+_CLASS_PHRASES: Final = {
     1: "Trying",
     2: "OK",
     3: "Redirected",
@@ -223,8 +223,8 @@ _CLASS_PHRASES = {
     6: "Global Failure",
 }
 
-_name_cache: dict[str, tuple[str, str]] = {}
-_SINGLE_KEYS = {
+_name_cache: Final[dict[str, tuple[str, str]]] = {}
+_SINGLE_KEYS: Final = {
     name: name.lower()
     for name in ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Expires", "Content-Type")
 }
@@ -697,7 +697,7 @@ def render_response(
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
-_COPIED = frozenset(("via", "from", "to", "call-id", "cseq"))
+_COPIED: Final = frozenset(("via", "from", "to", "call-id", "cseq"))
 
 
 def _has_tag(request: Request) -> bool:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import secrets
+from typing import Final
 
 from .errors import SipParseError, UnsupportedUriScheme, UnsupportedVersion
 from .headers import Via, split_header_values
 from .message import CANONICAL_NAMES, Headers, Request, Response, SipMessage, make_response, normalize_name
 from .uri import TOKEN_CHARS, is_token, parse_uint
 
-_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
-MAX_CONTENT_LENGTH = 2**31
-KNOWN_KEYS = frozenset(name.lower() for name in CANONICAL_NAMES.values())
+_SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+MAX_CONTENT_LENGTH: Final = 2**31
+KNOWN_KEYS: Final = frozenset(name.lower() for name in CANONICAL_NAMES.values())
 
 
 def _split_head(data: bytes) -> tuple[list[str], bytes]:
@@ -85,7 +86,7 @@ def _parse_headers(lines: list[str]) -> tuple[list[tuple[str, str, str]], int | 
     return items, content_length
 
 
-_valid_names: dict[str, tuple[str, str]] = {}
+_valid_names: Final[dict[str, tuple[str, str]]] = {}
 
 
 def _check_name(raw: str) -> tuple[str, str]:

@@ -9,24 +9,25 @@ import contextlib
 import ipaddress
 import re
 import string
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from .errors import SipParseError, UnsupportedUriScheme
 
 # --- lexical helpers ---------------------------------------------------------------------------
 
-_ALNUM = frozenset(string.ascii_letters + string.digits)
-TOKEN_CHARS = _ALNUM | frozenset("-.!%*_+`'~")
-_UNRESERVED = _ALNUM | frozenset("-_.!~*'()")
-_USER_OK = _UNRESERVED | frozenset("&=+$,;?/")
-_PASSWORD_OK = _UNRESERVED | frozenset("&=+$,")
-_PARAM_OK = _UNRESERVED | frozenset("[]/:&+$")
-_HEADER_OK = _UNRESERVED | frozenset("[]/?:+$")
-_HOST_CHARS = _ALNUM | frozenset("-.")
-_SCHEME_CHARS = _ALNUM | frozenset("+-.")
-_IPV6_CHARS = frozenset(string.hexdigits + ":.")
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_WS = " \t"
+_ALNUM: Final = frozenset(string.ascii_letters + string.digits)
+TOKEN_CHARS: Final = _ALNUM | frozenset("-.!%*_+`'~")
+_UNRESERVED: Final = _ALNUM | frozenset("-_.!~*'()")
+_USER_OK: Final = _UNRESERVED | frozenset("&=+$,;?/")
+_PASSWORD_OK: Final = _UNRESERVED | frozenset("&=+$,")
+_PARAM_OK: Final = _UNRESERVED | frozenset("[]/:&+$")
+_HEADER_OK: Final = _UNRESERVED | frozenset("[]/?:+$")
+_HOST_CHARS: Final = _ALNUM | frozenset("-.")
+_SCHEME_CHARS: Final = _ALNUM | frozenset("+-.")
+_IPV6_CHARS: Final = frozenset(string.hexdigits + ":.")
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_WS: Final = " \t"
 
 
 def is_token(text: str) -> bool:
@@ -221,9 +222,9 @@ _SIMPLE_URI = (
 )
 _DISPLAY = rf'[ \t]*(?:"([^"\\\x00-\x1f]*)"[ \t]*|((?:[{_T}]+[ \t]+)*(?:[{_T}]+)?)[ \t]*)'
 _HEADER_PARAMS = rf"[ \t]*((?:;[{_T}]+(?:=[{_T}]+)?)*)[ \t]*\Z"
-_FAST_SIP_URI = re.compile(_SIMPLE_URI + r"\Z").match
-_FAST_NAME_ADDR = re.compile(_DISPLAY + "<" + _SIMPLE_URI + ">" + _HEADER_PARAMS).match
-_FAST_NAME_ADDR_ANY_URI = re.compile(_DISPLAY + r'<(sips?:[^<>" \t]*)>' + _HEADER_PARAMS).match
+_FAST_SIP_URI: Final = re.compile(_SIMPLE_URI + r"\Z").match
+_FAST_NAME_ADDR: Final = re.compile(_DISPLAY + "<" + _SIMPLE_URI + ">" + _HEADER_PARAMS).match
+_FAST_NAME_ADDR_ANY_URI: Final = re.compile(_DISPLAY + r'<(sips?:[^<>" \t]*)>' + _HEADER_PARAMS).match
 
 
 def _simple_params(text: str) -> dict[str, str | None]:
