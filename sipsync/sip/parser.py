@@ -57,26 +57,24 @@ def _split_head_lenient(data: bytes, start: int) -> tuple[list[str], bytes]:
 def _parse_headers(lines: list[str]) -> tuple[list[tuple[str, str, str]], int | None]:
     """Parse header lines (after the start line) into (key, name, value) and the Content-Length."""
     items: list[tuple[str, str, str]] = []
-    append = items.append
-    cached = _valid_names.get
     length_at: list[int] = []  # positions of Content-Length fields (their values may still unfold)
     for line in lines:
         name, colon, value = line.partition(":")
-        kc = cached(name)
+        kc = _valid_names.get(name)
         if kc is None:
             if line[:1] in (" ", "\t"):  # folded continuation (RFC 3261 7.3.1)
                 if not items:
                     raise SipParseError("continuation line without a header")
                 key, canonical, value = items.pop()
                 more = line.strip(" \t")
-                append((key, canonical, f"{value} {more}" if value and more else value or more))
+                items.append((key, canonical, f"{value} {more}" if value and more else value or more))
                 continue
             if not colon:
                 raise SipParseError(f"malformed header line {line[:30]!r}")
             kc = _check_name(name)
         if kc[0] == "content-length":
             length_at.append(len(items))
-        append((kc[0], kc[1], value.strip(" \t")))
+        items.append((kc[0], kc[1], value.strip(" \t")))
     if not length_at:
         return items, None
     content_length = _content_length(items[length_at[0]][2])

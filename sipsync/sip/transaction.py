@@ -680,8 +680,7 @@ class TransactionLayer:
     def expire(self, now: float) -> list[Action]:
         """Fire every timer due at ``now``, in deadline order."""
         actions: list[Action] = []
-        pop = self.timers.pop_due
-        while (due := pop(now)) is not None:
+        while (due := self.timers.pop_due(now)) is not None:
             txn, name = due
             actions.extend(txn.on_timer(name, now))  # type: ignore[attr-defined]
         return actions
