@@ -18,7 +18,7 @@ def clean() -> None:
         path.unlink(missing_ok=True)
 
 
-def build(force: bool = False, quiet: bool = False) -> bool:
+def build(force: bool = False) -> bool:
     """Compile ``COMPILED`` in place unless a fresh build exists; False (and no build) on failure."""
     if not force and native.is_fresh():
         return True
@@ -41,8 +41,7 @@ def build(force: bool = False, quiet: bool = False) -> bool:
               file=sys.stderr)
         return False
     MANIFEST.write_text(json.dumps(native.fingerprint(), indent=1, sort_keys=True))
-    if not quiet:
-        print("sipsync.native: compiled; python -m sipsync.native status tells which code a process runs")
+    print("sipsync.native: compiled; python -m sipsync.native status tells which code a process runs")
     return True
 
 
