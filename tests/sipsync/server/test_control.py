@@ -601,15 +601,22 @@ def test_events_and_records_are_collected_and_acknowledged_across_a_restart(node
 # -- the real process -----------------------------------------------------------------------------
 
 def _read_line(proc, prefix, deadline):
+    """The first line of the process's output that starts with ``prefix``. Reads the pipe itself:
+    select() on it and a buffered readline() miss a line that came in one read with the line
+    before (it waits in the buffer while select() sees nothing new)."""
+    fd, pending = proc.stdout.fileno(), b""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith(prefix):
-                return line
-    stderr = proc.stderr.read() if proc.poll() is not None else ""
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            if line.decode().startswith(prefix):
+                return line.decode()
+    stderr = proc.stderr.read() if proc.poll() is not None else "(still running)"
     raise AssertionError(f"no {prefix!r} line; stderr: {stderr}")
 
 
