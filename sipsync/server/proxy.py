@@ -145,7 +145,7 @@ class Hop:
 class Branch:
     ctx: InviteContext
     txn: ClientTransaction
-    request: Request
+    request: Request | None  # the INVITE as forwarded; let go of once the branch has its final
     hop: Hop
     on_timeout: Callable[[Branch], None]
     provisional: bool = False
@@ -361,11 +361,11 @@ class Proxy:
         try:
             self._new_request(message, txn)
         except SipParseError as error:
-            if not txn.last_response or txn.last_response.status < 200:
+            if txn.awaiting_final:
                 self._reject(txn, reject(Cause.MALFORMED_REQUEST, detail={"error": str(error)}))
         except Exception:
             log.exception("error handling %s from %s:%s", message.method, *txn.destination.address)
-            if not txn.last_response or txn.last_response.status < 200:
+            if txn.awaiting_final:
                 self._respond(txn, 500)
 
     # --- requests -----------------------------------------------------------------------------
@@ -655,6 +655,8 @@ class Proxy:
 
     def _send_cancel(self, branch: Branch) -> None:
         invite = branch.request
+        if invite is None:  # the branch already has its final response: nothing to cancel
+            return
         headers = Headers()
         headers.add("Via", invite.headers.get_first_value("Via") or "")
         headers.add("Max-Forwards", "70")
@@ -699,11 +701,12 @@ class Proxy:
         if status < 300:
             first = branch.final is None
             branch.final = status
-            branch.response = response
             if ctx.final_status is not None and ctx.final_status >= 300:
                 if first:  # answered after the caller got its 487 (or another final): hang up
                     self._hang_up_late_answer(branch, response)
+                branch.request = None
                 return
+            branch.request = None  # the context lingers for 2xx retransmissions: keep it small
             if call is not None and self.calls.get(call.call_id) is call and not call.answered:
                 self._answered(call, branch, response)
             ctx.final_sent = True
@@ -717,7 +720,8 @@ class Proxy:
         if branch.final is not None:
             return
         branch.final = status
-        branch.response = response
+        branch.request = None
+        branch.response = response  # for the choice of the best final response
         if status >= 600:
             for other in ctx.branches:
                 if other is not branch:
@@ -729,6 +733,7 @@ class Proxy:
         if isinstance(owner, Branch):
             if owner.final is None:
                 owner.final = status
+                owner.request = None
                 self._maybe_finish(owner.ctx)
         elif isinstance(owner, Requester):
             owner.on_final(None)
@@ -745,12 +750,15 @@ class Proxy:
             self.layer.timers.set(branch, "C", self._now() + self.layer.config.timer_b)
             return
         branch.final = 408
+        branch.request = None
         self._execute(branch.txn.terminate())
         self._maybe_finish(branch.ctx)
 
     def _hang_up_late_answer(self, branch: Branch, response: Response) -> None:
         """ACK and BYE a 2xx the caller can no longer get (it was already answered 487)."""
         invite = branch.request
+        if invite is None:
+            return
         try:
             target = response.contacts[0].uri if response.contacts else invite.uri
         except SipParseError:

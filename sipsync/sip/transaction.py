@@ -119,9 +119,11 @@ class Send:
 
     ``destination`` is whatever the owner passed when the transaction was created
     (the request's source for server transactions, the next hop for client ones).
+    ``message`` is None for a retransmission by a transaction that has already let go
+    of its parsed messages (see :meth:`Transaction._shed`).
     """
 
-    message: SipMessage
+    message: SipMessage | None
     destination: Any
     data: bytes
     txn: Transaction | None = None
@@ -221,8 +223,8 @@ def build_ack_for_non2xx(invite: Request, response: Response) -> Request:
 class Transaction:
     """Common machinery; see the four concrete classes."""
 
-    __slots__ = ('_data', '_interval', 'destination', 'key', 'last_response', 'layer', 'reliable',
-                 'request', 'state')
+    __slots__ = ('_data', '_interval', '_request', 'destination', 'key', 'last_response', 'layer',
+                 'reliable', 'state')
 
     is_invite: ClassVar[bool]
     is_server: ClassVar[bool]
@@ -239,7 +241,7 @@ class Transaction:
     ) -> None:
         self.layer = layer
         self.key = key
-        self.request = request
+        self._request: Request | None = request
         self.destination = destination
         self.reliable = reliable
         self.state = state
@@ -251,8 +253,21 @@ class Transaction:
         return f'<{type(self).__name__} {self.state.value} {self.key!r}>'
 
     @property
+    def request(self) -> Request:
+        """The request that made the transaction; gone once it only lingers (see ``_shed``)."""
+        request = self._request
+        if request is None:
+            raise RuntimeError(f'{self!r} no longer holds its request')
+        return request
+
+    @property
     def config(self) -> TimerConfig:
         return self.layer.config
+
+    @property
+    def awaiting_final(self) -> bool:
+        """No final response has been sent or received yet."""
+        return self.state is TRYING or self.state is PROCEEDING or self.state is CALLING
 
     @property
     def terminated(self) -> bool:
@@ -265,8 +280,19 @@ class Transaction:
     def _stop(self, *names: str) -> None:
         self.layer.timers.cancel_all(self, names)
 
-    def _send(self, message: SipMessage, data: bytes) -> Send:
+    def _send(self, message: SipMessage | None, data: bytes) -> Send:
         return Send(message, self.destination, data, self)
+
+    def _shed(self, *, keep_data: bool) -> None:
+        """Let go of the parsed messages once the transaction only lingers (Completed, Confirmed,
+        Accepted) to absorb retransmissions: at hundreds of calls a second, transactions waiting
+        out Timers J, L and M (32 s) would otherwise hold tens of kilobytes per call and keep the
+        garbage collector walking them. ``keep_data``: the serialized last response (or ACK) is
+        still to be retransmitted."""
+        self._request = None
+        self.last_response = None
+        if not keep_data:
+            self._data = None
 
     def _terminate(self, actions: list[Action]) -> list[Action]:
         if self.state is not TERMINATED:
@@ -322,7 +348,7 @@ class ServerTransaction(Transaction):
         return self._send(response, data)
 
     def _resend_last(self) -> list[Action]:
-        if self.last_response is None or self._data is None:
+        if self._data is None:
             return []
         return [self._send(self.last_response, self._data)]
 
@@ -347,6 +373,7 @@ class ServerNonInviteTransaction(ServerTransaction):
         if response.status < 200:
             self.state = PROCEEDING
             return actions
+        self._shed(keep_data=True)
         return self._linger(COMPLETED, 'J', self.config.timer_j(self.reliable), now, actions)
 
     def _timer_J(self, now: float) -> list[Action]:
@@ -371,6 +398,7 @@ class ServerInviteTransaction(ServerTransaction):
         if request.method == 'ACK':
             if state is COMPLETED:
                 self._stop('G', 'H')
+                self._shed(keep_data=False)
                 return self._linger(CONFIRMED, 'I', self.config.timer_i(self.reliable), now, [])
             if state is ACCEPTED:
                 return [PassToTU(request, self)]  # RFC 6026 section 8.7
@@ -389,9 +417,11 @@ class ServerInviteTransaction(ServerTransaction):
                 return actions
             if status < 300:
                 self.state = ACCEPTED
+                self._shed(keep_data=False)  # 2xx retransmissions come from the TU
                 self._start('L', self.config.timer_l, now)
                 return actions
             self.state = COMPLETED
+            self._shed(keep_data=True)
             if not self.reliable:
                 self._interval = self.config.timer_g
                 self._start('G', self._interval, now)
@@ -481,6 +511,7 @@ class ClientInviteTransaction(ClientTransaction):
             if state is CALLING or state is PROCEEDING:
                 self._stop('A', 'B')
                 self.state = ACCEPTED
+                self._shed(keep_data=False)
                 self._start('M', self.config.timer_m, now)
                 return [PassToTU(response, self)]
             if state is ACCEPTED:
@@ -492,6 +523,7 @@ class ClientInviteTransaction(ClientTransaction):
             self.ack = ack
             self._ack_data = ack.to_bytes()
             actions: list[Action] = [PassToTU(response, self), self._send(ack, self._ack_data)]
+            self._shed(keep_data=False)
             return self._linger(COMPLETED, 'D', self.config.timer_d(self.reliable), now, actions)
         if state is COMPLETED and self.ack is not None and self._ack_data is not None:
             return [self._send(self.ack, self._ack_data)]  # absorbed, ACK repeated
@@ -542,6 +574,7 @@ class ClientNonInviteTransaction(ClientTransaction):
             return [PassToTU(response, self)]
         self._stop('E', 'F')
         actions: list[Action] = [PassToTU(response, self)]
+        self._shed(keep_data=False)
         return self._linger(COMPLETED, 'K', self.config.timer_k(self.reliable), now, actions)
 
     def _timer_E(self, now: float) -> list[Action]:

@@ -628,6 +628,38 @@ def test_remove_and_terminate():
     assert txn.on_timer('A', 1.0) == []
 
 
+def test_lingering_transactions_let_go_of_their_messages():
+    """Once a transaction only waits out its timer, it holds the bytes it may still have to
+    repeat and nothing parsed: a retransmission still gets exactly the same answer."""
+    layer = TransactionLayer()
+    reg = request('REGISTER')
+    [pass_] = layer.receive_request(reg, SOURCE, reliable=False, now=0.0)
+    server = pass_.txn
+    [sent] = server.send_response(make_response(reg, 200, to_tag='x'), now=1.0)
+    [again] = layer.receive_request(request('REGISTER'), SOURCE, reliable=False, now=2.0)
+    assert again.data == sent.data and again.message is None and server.last_response is None
+    with pytest.raises(RuntimeError, match='no longer holds its request'):
+        server.request  # noqa: B018
+
+    inv, invite_server = _server_invite(layer)
+    assert invite_server.request is inv and invite_server.awaiting_final
+    [busy] = invite_server.send_response(make_response(inv, 486, to_tag='y'), now=1.0)
+    [resent] = layer.receive_request(request('INVITE'), SOURCE, reliable=False, now=1.2)
+    assert resent.data == busy.data and not invite_server.awaiting_final
+    with pytest.raises(RuntimeError):
+        invite_server.request  # noqa: B018
+
+    client_layer = TransactionLayer()
+    cinv, client, _ = _client_invite(client_layer)
+    assert client.request is cinv
+    client_layer.receive_response(response(cinv, 200), now=0.5)
+    assert client.state is State.ACCEPTED
+    with pytest.raises(RuntimeError):
+        client.request  # noqa: B018
+    [to_tu] = client_layer.receive_response(response(cinv, 200), now=0.6)  # a retransmitted 2xx
+    assert isinstance(to_tu, PassToTU) and to_tu.txn is client
+
+
 def test_stray_response_goes_to_tu():
     layer = TransactionLayer()
     [stray] = layer.receive_response(response(request('INVITE'), 200), now=0.0)
