@@ -7,9 +7,11 @@ layer's timers are driven from the event loop with one ``loop.call_later`` armed
 ``next_deadline()`` (tests call :meth:`Proxy.tick` instead).
 
 Initial INVITE (no To tag):
-  100 Trying at once (the server transaction then absorbs retransmissions); 407 / 403 through the
+  the server transaction absorbs retransmissions from the start; 407 / 403 through the
   Authenticator with ``proxy=True``; :class:`~sipsync.server.policy.Policy` applies the enforcement
-  table (order documented there); then one client transaction per target -- every registered
+  table (order documented there), and a refusal is answered at once, without 100 Trying first
+  (a datagram per call saved; RFC 3261 asks for 100 only when no final response is due within
+  200 ms); an INVITE that passes gets 100 Trying, then one client transaction per target -- every registered
   contact of an extension in parallel (forking), or the trunk with the E.164 number as
   Request-URI user. Each forwarded INVITE gets Max-Forwards - 1, our Via on top, our
   Record-Route (two when the transports in and out differ, RFC 5658), the caller's
@@ -372,8 +374,6 @@ class Proxy:
 
     def _new_request(self, request: Request, txn: ServerTransaction) -> None:
         method = request.method
-        if isinstance(txn, ServerInviteTransaction):
-            self._execute(txn.trying(self._now()))
         if method == "CANCEL":
             self._cancel(request, txn)
             return
@@ -462,6 +462,9 @@ class Proxy:
         )
         ctx = InviteContext(server=txn, account=account, call=call)
         self._contexts[txn] = ctx
+        # 100 Trying only for an INVITE that is relayed: every other one is answered at once
+        # (RFC 3261 16.2 asks for it when no final response is due within 200 ms)
+        self._execute(txn.trying(self._now()))
         for uri, hop in targets:
             forwarded = self._forward_copy(request, uri, hop, txn.destination.endpoint)
             _strip_caller_headers(forwarded)
@@ -522,6 +525,8 @@ class Proxy:
         if txn is None:  # ACK: no transaction, no response
             hop.endpoint.send(forwarded.to_bytes(), hop.address)
             return
+        if isinstance(txn, ServerInviteTransaction):  # a re-INVITE
+            self._execute(txn.trying(self._now()))
         client, actions = self.layer.create_client(
             forwarded, hop, reliable=hop.endpoint.reliable, now=self._now()
         )

@@ -136,7 +136,7 @@ class UA:
         """INVITE -> 407 (ACKed) -> the authenticated INVITE; returns it and what came back."""
         invite = self.invite(target, **kwargs)
         replies = self.send(invite)
-        assert [r.status for r in replies] == [100, 407], replies
+        assert [r.status for r in replies] == [407], replies  # no 100 Trying: answered at once
         self.send(ack_for(invite, replies[-1]))
         authorized = self.authorize(invite, replies[-1], password)
         return authorized, self.send(authorized)
@@ -283,11 +283,11 @@ def test_invite_is_challenged_then_relayed_to_the_registered_contact(world):
     bob.register()
     invite = alice.invite("1002")
     replies = alice.send(invite)
-    assert [r.status for r in replies] == [100, 407]
-    assert replies[1].headers.get_all("Proxy-Authenticate")
+    assert [r.status for r in replies] == [407]  # answered at once: no 100 Trying first
+    assert replies[0].headers.get_all("Proxy-Authenticate")
     assert events(node) == []  # a challenge is not a rejection
-    assert alice.send(ack_for(invite, replies[1])) == []  # absorbed by the transaction
-    authorized = alice.authorize(invite, replies[1])
+    assert alice.send(ack_for(invite, replies[0])) == []  # absorbed by the transaction
+    authorized = alice.authorize(invite, replies[0])
     assert [r.status for r in alice.send(authorized)] == [100]
     relayed = only(bob.inbox(), "INVITE")
     assert relayed.raw_uri == f"sip:bob@10.0.0.2:{BOB[1]}"  # the registered contact ...
@@ -459,8 +459,7 @@ def test_an_answered_trunk_call_is_rated_and_recorded(world):
 
 def refused(node, alice, target, **kwargs):
     _, replies = alice.call(target, **kwargs)
-    assert [r.status for r in replies][0] == 100
-    response = replies[-1]
+    [response] = replies  # refused at once: no 100 Trying first
     [event] = events(node)
     return response, event
 
@@ -714,7 +713,7 @@ def test_a_forged_route_reaches_nothing_without_a_call(world):
     fake = make_response(alice.invite("1002"), 200, to_tag="x")
     fake.headers.add("Record-Route", f"<sip:{PROXY}:5060;lr>")
     invite = alice.in_dialog("INVITE", fake, caller=True, cseq=5, remote_target=f"sip:+4420@{TRUNK[0]}")
-    assert [r.status for r in alice.send(invite)] == [100, 481]
+    assert [r.status for r in alice.send(invite)] == [481]
     assert trunk.inbox() == []
     assert events(node)[0]["cause"] == "no_such_dialog"
 
@@ -772,7 +771,7 @@ def test_spend_not_yet_settled_counts_until_the_next_balance_push(world):
 def test_max_forwards_zero_is_483(world):
     node, alice, _, _, _ = world()
     data = alice.invite("1002").to_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
-    assert [r.status for r in alice.send(data)] == [100, 483]
+    assert [r.status for r in alice.send(data)] == [483]
 
 
 # --- the maximum duration from credit ------------------------------------------------------------
@@ -1000,6 +999,6 @@ def test_the_transferees_invite_is_its_own_call_whatever_referred_by_says(world)
 def test_a_referred_by_does_not_stand_in_for_credentials(world):
     node, alice, bob, trunk, _ = world()
     invite = bob.invite("0115550123", headers=[("Referred-By", f"<sip:alice@{REALM}>")])
-    assert [r.status for r in bob.send(invite)] == [100, 407]
+    assert [r.status for r in bob.send(invite)] == [407]
     _, replies = bob.call("0115550123", password="wrong", headers=[("Referred-By", f"<sip:alice@{REALM}>")])
     assert replies[-1].status == 403 and trunk.inbox() == []
