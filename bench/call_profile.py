@@ -10,8 +10,11 @@ rate plan for +27, the trunk at 127.0.0.1:5091) is fed, straight into `SipServic
 asyncio loop, the datagrams of the call bench/calls.py makes SIPp place: INVITE, 407, ACK,
 INVITE with a digest answer, 100; the relayed INVITE answered 180 and 200 by the trunk; ACK and
 BYE along the Record-Route, relayed to the trunk, whose 200 for the BYE is relayed back. Calls go
-in batches, one step of every call of a batch per loop turn, so group commits hold a batch each
-as they do under load.
+in batches, one step of every call of a batch per loop turn. The store's group commit, which the
+node's housekeeping runs every 0.5 s, runs here after every --commit-every calls' worth of
+messages (default 500: half a second at the rates bench/calls.py reaches), wherever in a batch
+that falls, so about as many calls are in progress at a commit (and have their state written)
+as under load.
 
 Like bench/register_profile.py this is not the benchmark (bench/calls.py is, against Kamailio,
 over UDP): it leaves out the kernel and the loop's socket work and reports no ratio. It is the
@@ -62,7 +65,8 @@ ANSWER_SDP = (
     "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
     "m=audio 6002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
-STEPS = ("challenge", "invite", "ringing_answer", "ack", "bye")
+STEPS = ("challenge", "invite", "ringing_answer", "ack", "bye", "commit")
+MESSAGES_PER_CALL = 8  # INVITE, ACK, INVITE, 180, 200, ACK, BYE, 200 (BYE)
 
 
 class CollectingEndpoint:
@@ -201,7 +205,7 @@ def _expect(messages: list[bytes], statuses: list[int], what: str) -> None:
 
 
 class Driver:
-    def __init__(self, users: int, workdir: Path) -> None:
+    def __init__(self, users: int, workdir: Path, commit_every: int = 500) -> None:
         self.users = [f"u{1000 + i}" for i in range(users)]
         store = workdir / "sip-store.sqlite3"
         bench_calls.provision(store, self.users)
@@ -214,6 +218,8 @@ class Driver:
         self.node.transports.udp.append(self.endpoint)
         self.node.proxy.set_local(*NODE)
         self.next_number = 0
+        self.commit_every = commit_every * MESSAGES_PER_CALL
+        self.handled = 0
         self.steps = dict.fromkeys(STEPS, 0.0)  # CPU seconds of the node per step
         self.client = 0.0  # CPU seconds building the parties' messages
 
@@ -222,7 +228,15 @@ class Driver:
         started = clock()
         for data in messages:
             handle(data, source, endpoint)
-        await asyncio.sleep(0)  # group commits and the replies that wait for them
+            self.handled += 1
+            # the housekeeping's group commit; half a period off, so it falls while a batch's calls
+            # are in progress (on a multiple of the batch's messages, none would be)
+            if self.handled % self.commit_every == self.commit_every // 2:
+                committing = clock()
+                self.node.service.flush()
+                self.steps["commit"] += clock() - committing
+                started += clock() - committing
+        await asyncio.sleep(0)  # replies that wait for a commit, timers due
         self.steps[step] += clock() - started
 
     async def run(self, count: int, batch: int) -> None:
@@ -296,7 +310,7 @@ class Driver:
 def measure(args: argparse.Namespace) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="call-profile-"))
     try:
-        driver = Driver(args.users, workdir)
+        driver = Driver(args.users, workdir, args.commit_every)
         asyncio.run(driver.run(args.warmup, args.batch))
         if not args.no_gc_tuning:
             tune_gc()  # as python -m sipsync.server does once started
@@ -331,7 +345,7 @@ def count_instructions(args: argparse.Namespace) -> int:
         argv = [
             valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
             sys.executable, __file__, "--quiet", "--count", str(count), "--warmup", str(args.warmup),
-            "--users", str(args.users), "--batch", str(args.batch),
+            "--users", str(args.users), "--batch", str(args.batch), "--commit-every", str(args.commit_every),
         ]  # fmt: skip
         if args.no_gc_tuning:
             argv.append("--no-gc-tuning")
@@ -350,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--count", type=int, default=10000, help="calls measured (default 10,000)")
     add("--warmup", type=int, default=1000, help="calls before measuring (default 1,000)")
     add("--batch", type=int, default=100, help="calls per loop turn and step (default 100)")
+    add("--commit-every", type=int, default=500, metavar="CALLS",
+        help="a group commit after this many calls' worth of messages (default 500)")  # fmt: skip
     add("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
     add("--no-gc-tuning", action="store_true", help="leave the garbage collector as it is")
     add("--instructions", action="store_true",

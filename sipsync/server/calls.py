@@ -67,6 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sipsync.server.events import CALL_RECORD_KIND, iso_utc
@@ -320,7 +321,7 @@ class CallTable:
     def persist(self, call: Call) -> None:
         """Queue the state of a call in progress in the store (again after it changed)."""
         if self._store is not None and self._calls.get(call.call_id) is call:
-            self._store.put_call(call.record_id, call_state(call))
+            self._store.put_call(call.record_id, partial(call_state, call))
 
     def end(
         self,

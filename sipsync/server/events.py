@@ -28,10 +28,11 @@ rest are counted and summarised by one ``{"kind": "suppressed", "count": n,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.store import LocalStore
@@ -43,9 +44,24 @@ CALL_RECORD_KIND = "call"
 _MAX_TEXT = 256
 
 
+# the text of recent whole seconds: every event and call record is stamped, mostly in the same second
+_SECONDS: Final[dict[int, str]] = {}
+
+
 def iso_utc(t: float) -> str:
-    """Epoch seconds -> '2026-11-24T08:00:00.123Z'."""
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Epoch seconds -> '2026-11-24T08:00:00.123Z' (microseconds rounded half to even, then cut
+    to milliseconds, as ``datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")``)."""
+    whole = math.floor(t)
+    micro = round((t - whole) * 1_000_000)
+    if micro >= 1_000_000:
+        whole += 1
+        micro -= 1_000_000
+    second = _SECONDS.get(whole)
+    if second is None:
+        if len(_SECONDS) >= 16:
+            _SECONDS.clear()
+        second = _SECONDS[whole] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{second}.{micro // 1000:03d}Z"
 
 
 def _cut(s: str | None) -> str | None:

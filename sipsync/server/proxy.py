@@ -95,6 +95,7 @@ from sipsync.server.causes import Cause, Reply, record_rejection, reject, warnin
 from sipsync.server.policy import Customers, Policy, Verdict
 from sipsync.server.transport import response_address
 from sipsync.sip.errors import SipParseError
+from sipsync.sip.headers import Via
 from sipsync.sip.message import Headers, Request, Response, make_response
 from sipsync.sip.timers import TimerConfig
 from sipsync.sip.transaction import (
@@ -120,7 +121,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.location import Binding, LocationService
     from sipsync.server.notifier import Notifier
     from sipsync.server.transport import Address, Endpoint, Transports
-    from sipsync.sip.headers import Via
 
 log = logging.getLogger("sipsync.proxy")
 
@@ -917,9 +917,7 @@ class Proxy:
             headers.insert_first("Record-Route", self._record_route(arrival.name))
             if hop.transport != arrival.name:
                 headers.insert_first("Record-Route", self._record_route(hop.transport))
-        headers.insert_first(
-            "Via", f"SIP/2.0/{hop.transport} {self.host}:{self.port};branch={new_branch()};rport"
-        )
+        forwarded.push_via(Via(hop.transport, self.host, self.port, {"branch": new_branch(), "rport": None}))
         return forwarded
 
     def _record_route(self, transport: str) -> str:
@@ -1055,10 +1053,7 @@ def _stamp_via(request: Request, via: Via, source: Address) -> None:
         stamped.params["received"] = source[0]
     if via.has_rport:
         stamped.params["rport"] = str(source[1])
-    headers = request.headers
-    first = headers.remove_first("Via")
-    assert first is not None
-    headers.insert_first("Via", str(stamped))
+    request.replace_top_via(stamped)
 
 
 def _contact_text(message: Request | Response) -> str | None:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -61,6 +62,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from sipsync.server.location import Binding
+
+log = logging.getLogger("sipsync.store")
 
 __all__ = ["Checkpointer", "LocalStore", "StoreError", "SCHEMA_VERSION"]
 
@@ -113,6 +116,9 @@ _MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m1, _m2, _m3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _DELETE: Final = None  # queue marker: the row is to be deleted
+# one encoder for every document (json.dumps with options builds a new one per call)
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+_ENCODE_EVENT: Final = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class LocalStore:
@@ -141,7 +147,8 @@ class LocalStore:
         self._accounts: dict[tuple[str, str], str | None] = {}
         self._bindings: dict[tuple[str, str], Binding | None] = {}
         self._meta: dict[str, str] = {}
-        self._calls: dict[str, str | None] = {}
+        # a call's state is serialised at the flush, once, however often it changed since
+        self._calls: dict[str, Callable[[], dict[str, Any]] | None] = {}
         self._subscriptions: dict[str, str | None] = {}
         self._events: list[str] = []
         self._ack_upto: int | None = None
@@ -189,7 +196,7 @@ class LocalStore:
         username, realm = doc["username"], doc["realm"]
         if not isinstance(username, str) or not isinstance(realm, str):
             raise TypeError("account documents need string 'username' and 'realm'")
-        self._accounts[(username, realm)] = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+        self._accounts[(username, realm)] = _ENCODE(doc)
 
     def delete_account(self, username: str, realm: str) -> None:
         self._accounts[(username, realm)] = _DELETE
@@ -245,7 +252,7 @@ class LocalStore:
     # -- events --------------------------------------------------------------
     def append_event(self, event: dict[str, Any]) -> None:
         """Queue an event; it gets its id (monotonically increasing) on flush."""
-        self._events.append(json.dumps(event, separators=(",", ":")))
+        self._events.append(_ENCODE_EVENT(event))
 
     def events_after(self, cursor: int, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
         """Flushed events with id > cursor, oldest first, at most ``limit``."""
@@ -264,9 +271,21 @@ class LocalStore:
         return self._db.execute("SELECT count(*) FROM events").fetchone()[0]
 
     # -- calls in progress ------------------------------------------------------
-    def put_call(self, record_id: str, state: dict[str, Any]) -> None:
-        """Queue the state of a call in progress (serialised now, like accounts)."""
-        self._calls[record_id] = json.dumps(state, separators=(",", ":"), sort_keys=True)
+    def put_call(self, record_id: str, state: Callable[[], dict[str, Any]]) -> None:
+        """Queue the state of a call in progress: ``state()`` gives it as a JSON-able dict, called
+        at the next flush, so a call that changed several times since the last one is serialised
+        once, and one that ended before it (a delete queued after) not at all."""
+        self._calls[record_id] = state
+
+    def _serialised_calls(self) -> dict[str, str | None]:
+        documents: dict[str, str | None] = {}
+        for record_id, state in list(self._calls.items()):
+            try:
+                documents[record_id] = None if state is None else _ENCODE(state())
+            except Exception:  # one broken state must not keep every later flush from committing
+                log.exception("call %s: its state could not be serialised; not stored", record_id)
+                del self._calls[record_id]
+        return documents
 
     def delete_call(self, record_id: str) -> None:
         self._calls[record_id] = _DELETE
@@ -279,7 +298,7 @@ class LocalStore:
     # -- event subscriptions ---------------------------------------------------
     def put_subscription(self, subscription_id: str, state: dict[str, Any]) -> None:
         """Queue the state of a subscription (serialised now, like accounts)."""
-        self._subscriptions[subscription_id] = json.dumps(state, separators=(",", ":"), sort_keys=True)
+        self._subscriptions[subscription_id] = _ENCODE(state)
 
     def delete_subscription(self, subscription_id: str) -> None:
         self._subscriptions[subscription_id] = _DELETE
@@ -326,6 +345,7 @@ class LocalStore:
             self._wake_waiters(0)
             return 0
         db = self._db
+        calls = self._serialised_calls()
         try:
             db.execute("BEGIN IMMEDIATE")
             if self._accounts:
@@ -365,7 +385,7 @@ class LocalStore:
                     )
             if self._meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", self._meta.items())
-            _write_documents(db, "calls_in_progress", "record_id", self._calls)
+            _write_documents(db, "calls_in_progress", "record_id", calls)
             _write_documents(db, "subscriptions", "id", self._subscriptions)
             if self._events:
                 db.executemany("INSERT INTO events (doc) VALUES (?)", [(e,) for e in self._events])

@@ -255,7 +255,9 @@ def _check_header_text(name: str, value: str) -> None:
 class Headers:
     """Ordered ``(name, value)`` header fields with case-insensitive lookups.
 
-    Also owns the cache of parsed typed views (see ``SipMessage``); every mutation clears it.
+    Also owns the cache of parsed typed views (see ``SipMessage``); a mutation drops the views of
+    the header it changed (a proxy rewrites Via, Route and Max-Forwards, and From, To and CSeq
+    stay parsed).
     """
 
     __slots__ = ("_items", "_cache")
@@ -336,18 +338,27 @@ class Headers:
             return parts[0] if parts else ""
         return value
 
+    def _changed(self, key: str) -> None:
+        cache = self._cache
+        if cache:
+            cache.pop("", None)
+            views = _VIEWS_OF.get(key)
+            if views is not None:
+                for view in views:
+                    cache.pop(view, None)
+
     def add(self, name: str, value: str) -> None:
         _check_header_text(name, value)
         key, canonical = normalize_name(name)
         self._items.append((key, canonical, value))
-        self._cache.clear()
+        self._changed(key)
 
     def insert_first(self, name: str, value: str) -> None:
         _check_header_text(name, value)
         key, canonical = normalize_name(name)
         index = next((i for i, item in enumerate(self._items) if item[0] == key), 0)
         self._items.insert(index, (key, canonical, value))
-        self._cache.clear()
+        self._changed(key)
 
     def set(self, name: str, value: str) -> None:
         _check_header_text(name, value)
@@ -355,13 +366,14 @@ class Headers:
         index = next((i for i, item in enumerate(self._items) if item[0] == key), len(self._items))
         self._items = [item for item in self._items if item[0] != key]
         self._items.insert(index, (key, canonical, value))
-        self._cache.clear()
+        self._changed(key)
 
     def remove(self, name: str) -> int:
         key = normalize_name(name)[0]
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
-        self._cache.clear()
+        if len(self._items) != before:
+            self._changed(key)
         return before - len(self._items)
 
     def remove_first(self, name: str) -> str | None:
@@ -369,7 +381,7 @@ class Headers:
         for i, (k, canonical, value) in enumerate(self._items):
             if k != key:
                 continue
-            self._cache.clear()
+            self._changed(key)
             if key in LIST_HEADERS and "," in value:
                 parts = split_header_values(value)
                 if len(parts) > 1:
@@ -460,6 +472,20 @@ class SipMessage:
                 raise SipParseError("missing Via", "Via")
             via = cache["via"] = Via.parse(value)
         return via
+
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the topmost Via value, its parsed view kept (a proxy stamping
+        received/rport need not parse what it just built)."""
+        headers = self.headers
+        if headers.remove_first("Via") is None:
+            raise SipParseError("missing Via", "Via")
+        self.push_via(via)
+
+    def push_via(self, via: Via) -> None:
+        """Add ``via`` as the topmost Via value, its parsed view kept."""
+        headers = self.headers
+        headers.insert_first("Via", str(via))
+        headers._cache["via"] = via
 
     @property
     def call_id(self) -> str:
@@ -698,6 +724,17 @@ def render_response(
 
 
 _COPIED: Final = frozenset(("via", "from", "to", "call-id", "cseq"))
+# the typed views (``SipMessage`` accessors) cached in ``Headers._cache`` under each header key
+_VIEWS_OF: Final = {
+    "via": ("via", "vias"),
+    "call-id": ("call_id",),
+    "cseq": ("cseq",),
+    "from": ("from",),
+    "to": ("to",),
+    "contact": ("contacts",),
+    "max-forwards": ("int:Max-Forwards",),
+    "expires": ("int:Expires",),
+}
 
 
 def _has_tag(request: Request) -> bool:

@@ -92,6 +92,27 @@ def test_a_call_that_ends_before_the_group_commit_is_never_written(table):
     assert store.load_calls() == []
 
 
+def test_the_group_commit_stores_a_call_as_it_is_then_once(table):
+    calls, store, clock = table
+    call = start(calls)
+    calls.ringing(call)
+    call.callee_tag = "b"
+    calls.answer(call)
+    store.flush()
+    [(_, state)] = store.load_calls()
+    assert state["answered_at"] == clock[0] and state["callee_tag"] == "b"
+
+
+def test_a_state_that_cannot_be_serialised_does_not_stop_the_commit(table, caplog):
+    calls, store, _ = table
+    call = start(calls)
+    store.put_call("broken", lambda: {"not json": object()})
+    store.flush()
+    assert [record_id for record_id, _ in store.load_calls()] == [call.record_id]
+    assert "broken: its state could not be serialised" in caplog.text
+    assert store.pending == 0
+
+
 @pytest.mark.parametrize(
     ("alive_after_invite", "ended_after_invite"), [(None, 0), (-5, 0), (4, 4)], ids=["none", "stale", "noted"]
 )
@@ -153,8 +174,8 @@ def test_a_version_1_store_gains_the_calls_table(tmp_path):
     with LocalStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION and store.load_calls() == []
         assert store.load_subscriptions() == []
-        store.put_call("r1", {"x": 1})
-        store.put_call("r2", {"x": 2})
+        store.put_call("r1", lambda: {"x": 1})
+        store.put_call("r2", lambda: {"x": 2})
         store.delete_call("r1")
         assert store.pending == 2
         store.flush()

@@ -1,5 +1,7 @@
 """EventRecorder: rejection events spooled through the store."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from sipsync.server.events import EventRecorder, iso_utc
@@ -176,3 +178,14 @@ def test_call_records_are_never_suppressed_by_the_flood_cap(tmp_path):
         kinds = [event["kind"] for _, event in store.events_after(0, limit=100)]
     assert kinds.count("call") == 10
     assert kinds.count("rejection") == 3
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [0.0, 1_800_000_000.0, 1_800_000_000.0005, 1_800_000_000.9994999, 1_800_000_000.9999996,
+     1_799_999_999.999, 4_102_444_799.25, 1_700_000_000.123456],
+)  # fmt: skip
+def test_iso_utc_is_what_datetime_says_to_the_millisecond(moment):
+    expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert iso_utc(moment) == expected
+    assert iso_utc(moment) == expected  # from the cache of recent seconds the second time

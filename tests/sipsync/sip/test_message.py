@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sipsync.sip.errors import SipParseError
+from sipsync.sip.headers import Via
 from sipsync.sip.message import (
     COMPACT_FORMS,
     REASON_PHRASES,
@@ -66,6 +67,39 @@ def test_accessors_are_cached_and_invalidated_by_mutation() -> None:
     assert msg.cseq.seq == 2
     msg.headers.insert_first("Via", "SIP/2.0/UDP me.example.com;branch=z9hG4bKnew")
     assert msg.via.host == "me.example.com" and len(msg.vias) == 3
+
+
+def test_a_mutation_drops_only_the_views_of_the_header_it_changed() -> None:
+    msg = parse_request()
+    via, cseq, from_, to, call_id = msg.via, msg.cseq, msg.from_, msg.to, msg.call_id
+    max_forwards = msg.max_forwards
+    msg.headers.insert_first("Via", "SIP/2.0/UDP me.example.com;branch=z9hG4bKnew")
+    msg.headers.add("Record-Route", "<sip:me.example.com;lr>")
+    msg.headers.set("Max-Forwards", str(max_forwards - 1))
+    assert msg.via is not via and msg.via.host == "me.example.com"
+    assert msg.max_forwards == max_forwards - 1
+    assert msg.cseq is cseq and msg.from_ is from_ and msg.to is to and msg.call_id == call_id
+    assert msg.headers.get_all("Record-Route") == ["<sip:me.example.com;lr>"]
+    msg.headers.set("To", "<sip:bob@example.com>;tag=x")
+    assert msg.to is not to and msg.to.tag == "x" and msg.from_ is from_
+    assert msg.headers.remove("Subject") == 0 and msg.cseq is cseq
+
+
+def test_pushed_and_replaced_vias_keep_their_parsed_view() -> None:
+    msg = parse_request()
+    stamped = msg.via.copy()
+    stamped.params["received"] = "192.0.2.1"
+    msg.replace_top_via(stamped)
+    assert msg.via is stamped and len(msg.vias) == 3
+    ours = Via("UDP", "me.example.com", 5060, {"branch": "z9hG4bKours", "rport": None})
+    msg.push_via(ours)
+    assert msg.via is ours
+    assert msg.headers.get_all("Via")[:2] == [str(ours), str(stamped)]
+    again = parse_message(msg.to_bytes())
+    assert str(again.via) == str(ours) and again.vias[1].received == "192.0.2.1"
+    bare = Request("OPTIONS", "sip:x@example.com")
+    with pytest.raises(SipParseError):
+        bare.replace_top_via(ours)
 
 
 def test_missing_and_malformed_headers_raise() -> None:
