@@ -251,6 +251,9 @@ class Proxy:
         self.host = public
         self.port = self._config.public_port or port
         self._own_hosts = {public.lower(), host.lower(), self._config.realm.lower()}
+        # the Record-Route values this node writes, as phones echo them back in Route: known
+        # to be ours without parsing them
+        self._own_routes = {self._record_route(transport) for transport in ("UDP", "TCP", "TLS")}
 
     def set_trunk(self, uri_text: str) -> None:
         uri = SipUri.parse(uri_text)
@@ -622,6 +625,8 @@ class Proxy:
         return Request("BYE", uri, headers), hop
 
     def _is_own_route(self, value: str) -> bool:
+        if value in self._own_routes:
+            return True
         try:
             return self._is_own_uri(NameAddr.parse(value, "Record-Route").uri)
         except SipParseError:
@@ -1022,12 +1027,13 @@ class Proxy:
             value = request.headers.get_first_value("Route")
             if value is None:
                 return popped
-            try:
-                uri = NameAddr.parse(value, "Route").uri
-            except SipParseError:
-                return popped
-            if not self._is_own_uri(uri):
-                return popped
+            if value not in self._own_routes:
+                try:
+                    uri = NameAddr.parse(value, "Route").uri
+                except SipParseError:
+                    return popped
+                if not self._is_own_uri(uri):
+                    return popped
             request.headers.remove_first("Route")
             popped = True
 
