@@ -191,7 +191,8 @@ class Policy:
                     Cause.CODEC_MISMATCH, detail={"offered": offered, "assigned": assigned}, warning=text
                 )
             filtered = filter_codecs(offer, assigned)
-            verdict.body = filtered.to_bytes() if offered else request.body
+            if filtered is not offer and offered:  # else the offer goes on byte for byte
+                verdict.body = filtered.to_bytes()
 
         callee = destination.callee
         if callee is not None:

@@ -145,8 +145,17 @@ def filter_codecs(sdp: SessionDescription, allowed: list[str]) -> SessionDescrip
 
     The rtpmap/fmtp/rtcp-fb lines of removed payload types are dropped. An audio m-line left
     without any allowed codec is rejected the RFC 3264 way: port 0, formats left as they were.
+    When every format of every audio m-line is allowed, ``sdp`` itself is returned (nothing to
+    copy or serialise again: a caller may relay the offer as it came).
     """
     wanted = {name.upper() for name in allowed}
+    if all(
+        name in wanted or name == _ALWAYS_KEPT
+        for media in sdp.media
+        if media.kind == "audio"
+        for _, name in media.codec_names()
+    ):
+        return sdp
     result = sdp.copy()
     for media in result.media:
         if media.kind != "audio":

@@ -575,6 +575,14 @@ def test_codecs_not_assigned_are_removed_from_the_relayed_offer(world):
     assert sdp.media[0].formats == ["0", "101"]
 
 
+def test_an_offer_of_assigned_codecs_only_is_relayed_byte_for_byte(world):
+    node, alice, bob, _, _ = world()
+    bob.register()
+    body = offer("0", "18")
+    alice.call("1002", body=body)
+    assert only(bob.inbox(), "INVITE").body == body
+
+
 def test_a_busy_callee_is_486(world):
     node, alice, bob, _, _ = world(bob={"max_calls": 1}, alice={"max_calls": 5})
     bob.register()

@@ -68,6 +68,14 @@ def test_filter_codecs() -> None:
     assert b"m=audio 49170 RTP/AVP 8 111 101\r\n" in filtered.to_bytes()
 
 
+def test_filter_codecs_keeps_an_offer_with_nothing_to_remove_as_it_is() -> None:
+    sdp = SessionDescription.parse(OFFER)
+    everything = ["PCMU", "PCMA", "G729", "G722", "OPUS", "CN"]
+    assert filter_codecs(sdp, everything) is sdp
+    without_cn = filter_codecs(sdp, everything[:-1])  # CN is not a codec offered, but not kept either
+    assert without_cn is not sdp and "13" not in without_cn.media[0].formats
+
+
 def test_filter_codecs_nothing_left_rejects_stream() -> None:
     filtered = filter_codecs(SessionDescription.parse(OFFER), ["GSM"])
     assert filtered.media[0].port == 0
