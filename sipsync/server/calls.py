@@ -280,8 +280,34 @@ class CallTable:
         """Calls in progress (ringing or answered) that ``aor`` makes or receives."""
         return self._per_account.get(aor, 0)
 
-    def start(self, **fields: Any) -> Call:
-        call = Call(record_id=f"{self._node}-{uuid.uuid4()}", invited_at=self._clock(), **fields)
+    def start(
+        self,
+        *,
+        call_id: str,
+        caller_tag: str | None,
+        account: str,
+        customer: str,
+        dialled: str,
+        number: str | None,
+        call_class: str | None,
+        callee: str | None = None,
+        rate: dict[str, Any] | None = None,
+        reserved: Decimal = ZERO,
+        caller_hop: Any = None,
+        max_duration: int | None = None,
+        caller_from: str | None = None,
+        caller_contact: str | None = None,
+        caller_route: tuple[str, ...] = (),
+        caller_cseq: int = 0,
+    ) -> Call:
+        """A call the proxy relays from now on: counted, its credit reserved, its state queued."""
+        call = Call(
+            record_id=f"{self._node}-{uuid.uuid4()}", call_id=call_id, caller_tag=caller_tag,
+            account=account, customer=customer, dialled=dialled, number=number, call_class=call_class,
+            invited_at=self._clock(), callee=callee, rate=rate, reserved=reserved, caller_hop=caller_hop,
+            max_duration=max_duration, caller_from=caller_from, caller_contact=caller_contact,
+            caller_route=caller_route, caller_cseq=caller_cseq,
+        )  # fmt: skip
         self._calls[call.call_id] = call
         for aor in {call.account, call.callee}:
             if aor is not None:
