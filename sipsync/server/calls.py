@@ -42,7 +42,8 @@ With a store, every call's state (dialog identifiers, the parties' addresses, ro
 customer, rate, answer time, reservation) is queued into the store's ``calls_in_progress`` table
 when the proxy starts relaying it, again when it is answered, and removed when it ends, in the
 same group commit as its call record, so a call is recorded exactly once whatever moment the
-process dies (a call that ends within the group commit it started in is never written there). On
+process dies (a call that ends within the group commit it started in is never written there; the
+state is serialised at the commit, as it is then, once however often it changed since). On
 start-up :meth:`CallTable.close_out_after_restart` writes the record of every call left from
 before, cause ``node_restart``, and removes it:
 
