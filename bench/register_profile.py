@@ -30,15 +30,17 @@ import os
 import pstats
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (str(REPO_ROOT), str(REPO_ROOT / "bench")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import instructions  # noqa: E402
 
 from sipsync.server.config import ServiceConfig  # noqa: E402
 from sipsync.server.node import SipNode, tune_gc  # noqa: E402
@@ -170,24 +172,12 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
 
 
 def count_instructions(args: argparse.Namespace) -> int:
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
-    totals = []
-    for count in (args.count, 2 * args.count):
-        argv = [
-            valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, __file__, "--quiet", "--count", str(count), "--warmup", str(args.warmup),
-            "--users", str(args.users), "--batch", str(args.batch),
-        ]
-        if args.no_gc_tuning:
-            argv.append("--no-gc-tuning")
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
-        match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-        if done.returncode != 0 or match is None:
-            raise SystemExit(f"valgrind run failed ({done.returncode}):\n{done.stderr[-2000:]}")
-        totals.append(int(match.group(1).replace(",", "")))
-    return (totals[1] - totals[0]) // args.count
+    def arguments(count: int) -> list[str]:
+        argv = ["--quiet", "--count", str(count), "--warmup", str(args.warmup), "--users", str(args.users),
+                "--batch", str(args.batch)]  # fmt: skip
+        return argv + (["--no-gc-tuning"] if args.no_gc_tuning else [])
+
+    return instructions.per_unit(Path(__file__), arguments, args.count, REPO_ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:
