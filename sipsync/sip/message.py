@@ -255,9 +255,9 @@ def _check_header_text(name: str, value: str) -> None:
 class Headers:
     """Ordered ``(name, value)`` header fields with case-insensitive lookups.
 
-    Also owns the cache of parsed typed views (see ``SipMessage``); a mutation drops the views of
-    the header it changed (a proxy rewrites Via, Route and Max-Forwards, and From, To and CSeq
-    stay parsed).
+    Also owns the cache of parsed typed views (see ``SipMessage``) and the index of first values;
+    a mutation drops the views of the header it changed and updates that header's index entry (a
+    proxy rewrites Via, Route and Max-Forwards, and From, To and CSeq stay parsed).
     """
 
     __slots__ = ("_items", "_cache")
@@ -339,13 +339,33 @@ class Headers:
         return value
 
     def _changed(self, key: str) -> None:
+        """The fields of ``key`` changed: their parsed views go, and the index is brought up to
+        date for that key alone (rebuilding it after every change cost more than all the rest)."""
         cache = self._cache
-        if cache:
-            cache.pop("", None)
-            views = _VIEWS_OF.get(key)
-            if views is not None:
-                for view in views:
-                    cache.pop(view, None)
+        if not cache:
+            return
+        views = _VIEWS_OF.get(key)
+        if views is not None:
+            for view in views:
+                cache.pop(view, None)
+        index = cache.get("")
+        if index is None:
+            return
+        first, repeated = index
+        count = 0
+        for k, _, value in self._items:
+            if k == key:
+                if count:
+                    count = 2
+                    break
+                first[key] = value
+                count = 1
+        if count == 0:
+            first.pop(key, None)
+        if count == 2:
+            repeated.add(key)
+        else:
+            repeated.discard(key)
 
     def add(self, name: str, value: str) -> None:
         _check_header_text(name, value)
@@ -381,13 +401,14 @@ class Headers:
         for i, (k, canonical, value) in enumerate(self._items):
             if k != key:
                 continue
-            self._changed(key)
             if key in LIST_HEADERS and "," in value:
                 parts = split_header_values(value)
                 if len(parts) > 1:
                     self._items[i] = (k, canonical, ", ".join(parts[1:]))
+                    self._changed(key)
                     return parts[0]
             del self._items[i]
+            self._changed(key)
             return value
         return None
 
@@ -414,7 +435,11 @@ class Headers:
     __hash__ = None  # type: ignore[assignment]
 
     def copy(self) -> Headers:
-        return Headers._from_parsed(list(self._items))
+        copied = Headers._from_parsed(list(self._items))
+        index = self._cache.get("")
+        if index is not None:  # the parsed views stay behind: each message parses its own
+            copied._cache[""] = (dict(index[0]), set(index[1]))
+        return copied
 
 
 class SipMessage:

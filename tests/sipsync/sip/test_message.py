@@ -302,3 +302,34 @@ def test_headers_from_trusted_values_normalise_names_and_keep_order():
     headers = Headers.from_trusted(items)
     assert headers.get("Via") == "SIP/2.0/UDP a;branch=z9hG4bK1" and headers.get("Call-ID") == "c1"
     assert [name for _, name, _ in headers._items] == ["Via", "Call-ID", "Route"]
+
+
+def test_the_index_kept_up_to_date_agrees_with_one_built_afresh() -> None:
+    """Every kind of mutation, in a seeded random order, on headers whose index is in use."""
+    import random
+
+    rng = random.Random(4475)
+    names = ["Via", "Route", "Record-Route", "To", "Max-Forwards", "Supported", "X-Custom"]
+    headers = Headers([
+        ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
+        ("Route", "<sip:p1;lr>"), ("To", "<sip:bob@x>"), ("Via", "SIP/2.0/UDP c"),
+    ])  # fmt: skip
+    for step in range(2000):
+        name, value = rng.choice(names), f"v{step}"
+        operation = rng.randrange(5)
+        if operation == 0:
+            headers.add(name, value)
+        elif operation == 1:
+            headers.insert_first(name, value)
+        elif operation == 2:
+            headers.set(name, value)
+        elif operation == 3:
+            headers.remove(name)
+        else:
+            headers.remove_first(name)
+        fresh = Headers(list(headers))
+        for checked in names:
+            assert headers.get(checked) == fresh.get(checked), (step, checked)
+            assert headers.get_all(checked) == fresh.get_all(checked), (step, checked)
+        copied = headers.copy()
+        assert copied.get_all("Via") == fresh.get_all("Via")
