@@ -46,7 +46,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
         sys.path.insert(0, _path)
 
 import calls as bench_calls  # noqa: E402 - provisioning shared with the benchmark
-import instructions  # noqa: E402
+import inprocess  # noqa: E402
 
 from sipsync.server.config import ServiceConfig  # noqa: E402
 from sipsync.server.node import SipNode, tune_gc  # noqa: E402
@@ -336,38 +336,18 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     return figures
 
 
-def count_instructions(args: argparse.Namespace) -> int:
-    def arguments(count: int) -> list[str]:
-        argv = ["--quiet", "--count", str(count), "--warmup", str(args.warmup), "--users", str(args.users),
-                "--batch", str(args.batch), "--commit-every", str(args.commit_every)]  # fmt: skip
-        return argv + (["--no-gc-tuning"] if args.no_gc_tuning else [])
-
-    return instructions.per_unit(Path(__file__), arguments, args.count, REPO_ROOT)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--users", type=int, default=1000, help="accounts calling in turn (default 1,000)")
-    add("--count", type=int, default=10000, help="calls measured (default 10,000)")
-    add("--warmup", type=int, default=1000, help="calls before measuring (default 1,000)")
-    add("--batch", type=int, default=100, help="calls per loop turn and step (default 100)")
-    add("--commit-every", type=int, default=500, metavar="CALLS",
-        help="a group commit after this many calls' worth of messages (default 500)")  # fmt: skip
-    add("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
-    add("--no-gc-tuning", action="store_true", help="leave the garbage collector as it is")
-    add("--instructions", action="store_true",
-        help="count instructions per call under valgrind (runs --count and 2 x --count)")  # fmt: skip
-    add("--quiet", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.count % args.batch or args.warmup % args.batch:
-        parser.error("--count and --warmup must be multiples of --batch")
+    inprocess.add_options(parser, "calls", count=10000, warmup=1000, batch="calls per loop turn and step")
+    parser.add_argument(
+        "--commit-every", type=int, default=500, metavar="CALLS",
+        help="a group commit after this many calls' worth of messages (default 500)",
+    )  # fmt: skip
+    args = inprocess.parse(parser, argv)
     if args.instructions:
-        if args.count == 10000:
-            args.count = 500  # valgrind runs some 50 times slower
-        if args.warmup == 1000:
-            args.warmup = 100
-        print(f"{count_instructions(args):,} instructions per call "
+        extra = ["--commit-every", str(args.commit_every)]
+        count = inprocess.instructions_per_unit(Path(__file__), args, extra, REPO_ROOT)
+        print(f"{count:,} instructions per call "
               f"({args.users:,} users, {args.count:,} vs {2 * args.count:,} calls, "
               f"{'default' if args.no_gc_tuning else 'tuned'} GC)")  # fmt: skip
         return 0

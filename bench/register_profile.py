@@ -40,7 +40,7 @@ for _path in (str(REPO_ROOT), str(REPO_ROOT / "bench")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import instructions  # noqa: E402
+import inprocess  # noqa: E402
 
 from sipsync.server.config import ServiceConfig  # noqa: E402
 from sipsync.server.node import SipNode, tune_gc  # noqa: E402
@@ -171,41 +171,17 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     return {"challenge": per[0], "authenticated": per[1], "commit_and_200": per[2], "total": sum(per)}
 
 
-def count_instructions(args: argparse.Namespace) -> int:
-    def arguments(count: int) -> list[str]:
-        argv = ["--quiet", "--count", str(count), "--warmup", str(args.warmup), "--users", str(args.users),
-                "--batch", str(args.batch)]  # fmt: skip
-        return argv + (["--no-gc-tuning"] if args.no_gc_tuning else [])
-
-    return instructions.per_unit(Path(__file__), arguments, args.count, REPO_ROOT)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--users", type=int, default=1000, help="accounts registering in turn (default 1,000)")
-    add("--count", type=int, default=20000, help="registrations measured (default 20,000)")
-    add("--warmup", type=int, default=2000, help="registrations before measuring (default 2,000)")
-    add("--batch", type=int, default=100, help="registrations per loop turn (default 100)")
-    add("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
-    parser.add_argument("--no-gc-tuning", action="store_true", help="leave the garbage collector as it is")
-    parser.add_argument(
-        "--instructions",
-        action="store_true",
-        help="count instructions per registration under valgrind (runs --count and 2 x --count)",
+    inprocess.add_options(
+        parser, "registrations", count=20000, warmup=2000, batch="registrations per loop turn"
     )
-    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.count % args.batch or args.warmup % args.batch:
-        parser.error("--count and --warmup must be multiples of --batch")
+    args = inprocess.parse(parser, argv)
     if args.instructions:
-        if args.count == 20000:
-            args.count = 1000  # valgrind runs some 50 times slower
-        if args.warmup == 2000:
-            args.warmup = 200
-        print(f"{count_instructions(args):,} instructions per registration "
-              f"({args.users:,} users, {args.count:,} vs {2 * args.count:,} registrations, "
-              f"{'default' if args.no_gc_tuning else 'tuned'} GC)")
+        count = inprocess.instructions_per_unit(Path(__file__), args, [], REPO_ROOT)
+        print(f"{count:,} instructions per "
+              f"registration ({args.users:,} users, {args.count:,} vs {2 * args.count:,} registrations, "
+              f"{'default' if args.no_gc_tuning else 'tuned'} GC)")  # fmt: skip
         return 0
     figures = measure(args)
     if not args.quiet:
