@@ -38,8 +38,8 @@ COMPILED = tuple(
         "sip.timers", "sip.transaction",
         "server.causes", "server.accounts", "server.auth", "server.calls", "server.core",
         "server.dialplan", "server.documents", "server.events", "server.location", "server.node",
-        "server.notifier", "server.packages", "server.policy", "server.proxy", "server.registrar",
-        "server.routing", "server.store", "server.subscriptions", "server.transport",
+        "server.notifier", "server.packages", "server.policy", "server.proxy", "server.rating",
+        "server.registrar", "server.routing", "server.store", "server.subscriptions", "server.transport",
     )
 )  # fmt: skip
 

@@ -1,20 +1,9 @@
-"""Calls in progress, credit reserved by them, rating, and the call records they end in.
+"""Calls in progress, credit reserved by them, and the call records they end in (rated by
+:mod:`sipsync.server.rating`).
 
 The proxy creates a :class:`Call` for every INVITE it accepts for relaying, marks it answered on
 the first 2xx, and ends it on BYE, a final non-2xx or when its credit runs out; ending writes
 exactly one call record through ``EventRecorder.record("call", ...)``.
-
-Rating
-------
-``find_rate(plan, digits, now)``: the longest prefix of the E.164 digits among the plan's rates
-in effect at ``now`` (``effective_from <= now < effective_to``).
-
-``rate_cost(rate, seconds)``: the call's duration in whole seconds is rounded *up* (a started
-second counts); it is then billed as ``first_increment`` seconds if not longer than that, else
-``first_increment`` plus the rest rounded *up* to a whole number of ``next_increment``\\ s.
-``cost = connect_fee + price_per_minute * billed_seconds / 60``, quantised to 4 decimal places
-with ROUND_HALF_UP. An unanswered call (or one of zero seconds) costs nothing, not even the connect
-fee. Example: 61 s at 60/60 bills 120 s.
 
 Unsettled spend
 ---------------
@@ -28,7 +17,7 @@ Reservations and the maximum duration
 A paid call may start only if the customer's available balance (pushed balance minus what calls in
 progress reserve minus unsettled spend) covers ``connect_fee + price_per_minute * first_increment /
 60``. The call's maximum duration is then the longest that available balance pays for at its rate
-(``max_seconds``: the first increment plus as many whole next increments as fit, never more than
+(``Rate.max_seconds``: the first increment plus as many whole next increments as fit, never more than
 the node's ``max_call_duration`` cap), and the cost of that whole duration is reserved from the
 INVITE until the call ends: concurrent calls cannot spend the same credit twice. The price of that
 guarantee: a call takes all the credit it may use (up to the cap) for as long as it lasts, so with
@@ -66,92 +55,24 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sipsync.server.events import CALL_RECORD_KIND, iso_utc
+from sipsync.server.rating import NO_COST, ZERO, Rate
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.events import EventRecorder
     from sipsync.server.store import LocalStore
 
-__all__ = ["Call", "CallTable", "Reservations", "find_rate", "first_charge", "max_seconds", "rate_cost"]
+__all__ = ["Call", "CallTable", "Reservations"]
 
 log = logging.getLogger("sipsync.calls")
 
-ZERO = Decimal("0")
 # final code of a call that was still ringing when the node died: nobody answered it and the node
 # failed it (the portal files a code with the node's own cause as refused by the service)
 RESTART_UNANSWERED_CODE = 500
-_PLACES = Decimal("0.0001")
-
-
-# --- rating ----------------------------------------------------------------------------------
-
-
-def _when(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return datetime.fromisoformat(text)
-
-
-def find_rate(plan: dict[str, Any] | None, digits: str, now: float) -> dict[str, Any] | None:
-    """The rate of ``plan`` with the longest prefix of ``digits`` in effect at ``now`` (epoch)."""
-    if not plan:
-        return None
-    moment = datetime.fromtimestamp(now, UTC)
-    best: dict[str, Any] | None = None
-    for rate in plan.get("rates", ()):
-        prefix = rate["prefix"]
-        if not digits.startswith(prefix) or (best is not None and len(prefix) <= len(best["prefix"])):
-            continue
-        start, end = _when(rate.get("effective_from")), _when(rate.get("effective_to"))
-        if (start is not None and moment < start) or (end is not None and moment >= end):
-            continue
-        best = rate
-    return best
-
-
-def first_charge(rate: dict[str, Any]) -> Decimal:
-    """What a call must be able to pay before it starts: connect fee + the first increment."""
-    return (
-        Decimal(rate["connect_fee"])
-        + Decimal(rate["price_per_minute"]) * Decimal(int(rate["first_increment"])) / 60
-    ).quantize(_PLACES, ROUND_HALF_UP)
-
-
-def rate_cost(rate: dict[str, Any] | None, seconds: float) -> tuple[int, Decimal]:
-    """``(billed seconds, cost)`` of an answered call of ``seconds`` (see the module doc)."""
-    if rate is None or seconds <= 0:
-        return 0, ZERO.quantize(_PLACES)
-    whole = math.ceil(seconds - 1e-9)
-    first, step = int(rate["first_increment"]), int(rate["next_increment"])
-    billed = first if whole <= first else first + math.ceil((whole - first) / step) * step
-    cost = Decimal(rate["connect_fee"]) + Decimal(rate["price_per_minute"]) * Decimal(billed) / 60
-    return billed, cost.quantize(_PLACES, ROUND_HALF_UP)
-
-
-def max_seconds(rate: dict[str, Any], available: Decimal, cap: int) -> int:
-    """The longest call (whole seconds) ``available`` pays for at ``rate``, at most ``cap``:
-    0 if it does not even cover the first increment; ``cap`` if the rate is free per minute."""
-    first, step = int(rate["first_increment"]), int(rate["next_increment"])
-    if rate_cost(rate, first)[1] > available:
-        return 0
-    per_minute = Decimal(rate["price_per_minute"])
-    if per_minute <= 0:
-        return cap
-    left = available - Decimal(rate["connect_fee"]) - per_minute * first / 60
-    seconds = first + max(0, int(left / (per_minute * step / 60))) * step
-    if seconds > cap:
-        return max(cap, 1)
-    # the division above is inexact and the cost is quantised: settle on the exact boundary
-    while seconds > first and rate_cost(rate, seconds)[1] > available:
-        seconds -= step
-    while seconds + step <= cap and rate_cost(rate, seconds + step)[1] <= available:
-        seconds += step
-    return seconds
 
 
 # --- reservations ------------------------------------------------------------------------------
@@ -192,7 +113,7 @@ class Call:
     call_class: str | None
     invited_at: float
     callee: str | None = None  # the callee's aor (internal calls)
-    rate: dict[str, Any] | None = None
+    rate: Rate | None = None
     reserved: Decimal = ZERO
     answered_at: float | None = None
     ended_at: float | None = None
@@ -292,7 +213,7 @@ class CallTable:
         number: str | None,
         call_class: str | None,
         callee: str | None = None,
-        rate: dict[str, Any] | None = None,
+        rate: Rate | None = None,
         reserved: Decimal = ZERO,
         caller_hop: Any = None,
         max_duration: int | None = None,
@@ -423,7 +344,7 @@ class CallTable:
             duration = max(0.0, call.ended_at - call.answered_at)
             if call.max_duration is not None:  # never billed beyond what the credit paid for
                 duration = min(duration, float(call.max_duration))
-        billed, cost = rate_cost(call.rate, duration)
+        billed, cost = call.rate.cost(duration) if call.rate is not None else (0, NO_COST)
         return {
             "record_id": call.record_id,
             "call_id": call.call_id,
@@ -440,7 +361,7 @@ class CallTable:
             "billed_seconds": billed,
             "final_code": call.final_code,
             "cause": call.cause,
-            "rate": dict(call.rate) if call.rate is not None else None,
+            "rate": dict(call.rate.doc) if call.rate is not None else None,
             "cost": str(cost),
         }
 
@@ -463,6 +384,7 @@ def _hop_state(hop: Any) -> list | None:
 def call_state(call: Call) -> dict[str, Any]:
     """What the store keeps of an answered call (JSON-able)."""
     state: dict[str, Any] = {name: getattr(call, name) for name in _STATE_FIELDS}
+    state["rate"] = call.rate.doc if call.rate is not None else None
     state["reserved"] = str(call.reserved)
     state["caller_route"] = list(call.caller_route)
     state["callee_route"] = list(call.callee_route)
@@ -476,6 +398,8 @@ def call_from_state(state: dict[str, Any]) -> Call:
     fields: dict[str, Any] = {
         name: state.get(name) for name in _STATE_FIELDS if name not in ("caller_cseq", "callee_cseq")
     }
+    if fields["rate"] is not None:
+        fields["rate"] = Rate(fields["rate"])
     call = Call(**fields)
     call.caller_cseq = int(state.get("caller_cseq") or 0)
     call.callee_cseq = int(state.get("callee_cseq") or 0)

@@ -52,6 +52,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from sipsync.server.accounts import ProvisioningError
+from sipsync.server.rating import RateIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     from sipsync.server.store import LocalStore
@@ -263,6 +264,7 @@ class DocumentTable:
     def __init__(self, store: LocalStore) -> None:
         self._store = store
         self._docs: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
+        self._rate_indexes: dict[str, RateIndex] = {}
         self.load_errors: list[str] = []
         for kind in KINDS:
             index = store.get_meta(_index_key(kind))
@@ -284,6 +286,16 @@ class DocumentTable:
 
     def get_rate_plan(self, name: str) -> dict[str, Any] | None:
         return self._docs[RATES].get(name)
+
+    def rate_index(self, name: str) -> RateIndex | None:
+        """The rates of plan ``name`` indexed by prefix (built once per version held)."""
+        index = self._rate_indexes.get(name)
+        if index is None:
+            plan = self._docs[RATES].get(name)
+            if plan is None:
+                return None
+            index = self._rate_indexes[name] = RateIndex(plan)
+        return index
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         return self._docs[kind].get(key)
@@ -312,6 +324,8 @@ class DocumentTable:
         if held is None:
             self._store.set_meta(_index_key(kind), json.dumps(sorted([*docs, key])))
         docs[key] = stored
+        if kind == RATES:
+            self._rate_indexes.pop(key, None)
         self._store.set_meta(_meta_key(kind, key), text)
         return key, True
 

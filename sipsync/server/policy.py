@@ -24,7 +24,7 @@ document is refused with 503 (nothing to check the call against); a customer who
 is null is not billed, so the check passes; a plan without a rate for the number is 404
 ``no_rate``. A call that passes gets a maximum duration (``Verdict.max_duration``: what the
 available balance pays for at its rate, at most ``max_call_duration``) and reserves its cost
-(``Verdict.reserve``); see :mod:`sipsync.server.calls`.
+(``Verdict.reserve``); see :mod:`sipsync.server.rating` and :mod:`sipsync.server.calls`.
 
 Identity: everything here is about the *authenticated* account. Headers a caller may add that
 name somebody else -- ``Referred-By`` on the INVITE a transferee sends after a REFER, or a
@@ -54,9 +54,10 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sipsync.server.calls import ZERO, CallTable, find_rate, first_charge, max_seconds, rate_cost
+from sipsync.server.calls import CallTable
 from sipsync.server.causes import Cause, Reply, reject
 from sipsync.server.dialplan import CountrySettings, to_e164
+from sipsync.server.rating import ZERO, Rate, RateIndex
 from sipsync.server.routing import Destination, country_settings, resolve
 from sipsync.sip.errors import SipParseError
 from sipsync.sip.sdp import SessionDescription, filter_codecs, offered_codecs
@@ -75,7 +76,7 @@ class Customers(Protocol):
 
     def get_customer(self, customer: str) -> dict[str, Any] | None: ...
 
-    def get_rate_plan(self, name: str) -> dict[str, Any] | None: ...
+    def rate_index(self, name: str) -> RateIndex | None: ...
 
 
 class NoCustomers:
@@ -84,7 +85,7 @@ class NoCustomers:
     def get_customer(self, customer: str) -> dict[str, Any] | None:
         return None
 
-    def get_rate_plan(self, name: str) -> dict[str, Any] | None:
+    def rate_index(self, name: str) -> RateIndex | None:
         return None
 
 
@@ -94,7 +95,7 @@ class Verdict:
 
     reply: Reply | None = None
     destination: Destination | None = None
-    rate: dict[str, Any] | None = None
+    rate: Rate | None = None
     reserve: Decimal = ZERO
     max_duration: int | None = None  # seconds the credit pays for (paid calls)
     caller_id: str | None = None  # E.164 (or as provisioned) identity to assert
@@ -222,10 +223,11 @@ class Policy:
         plan_name = customer.get("rate_plan")
         if plan_name is None:
             return None  # no plan: nothing is billable
-        rate = find_rate(self._customers.get_rate_plan(plan_name), number.lstrip("+"), self._clock())
+        rates = self._customers.rate_index(plan_name)
+        rate = rates.find(number.lstrip("+"), self._clock()) if rates is not None else None
         if rate is None:
             return Cause.NO_RATE, {"number": number, "rate_plan": plan_name}
-        needed = first_charge(rate)
+        needed = rate.first_charge
         try:
             balance = Decimal(customer.get("balance") or "0")
         except InvalidOperation:
@@ -253,8 +255,8 @@ class Policy:
                 }
             available = min(available, cap_left)
         verdict.rate = rate
-        verdict.max_duration = max_seconds(rate, available, self._max_call_duration)
-        verdict.reserve = max(needed, rate_cost(rate, verdict.max_duration)[1])
+        verdict.max_duration = rate.max_seconds(available, self._max_call_duration)
+        verdict.reserve = max(needed, rate.cost(verdict.max_duration)[1])
         return None
 
     def _daily_cap_left(self, account: Account, customer: dict[str, Any]) -> Decimal | None:

@@ -1,4 +1,4 @@
-"""Rating helpers for the maximum duration, and calls in progress kept in the store."""
+"""Calls in progress kept in the store, and the records they end in."""
 
 import sqlite3
 from datetime import UTC, datetime
@@ -6,47 +6,13 @@ from decimal import Decimal
 
 import pytest
 
-from sipsync.server.calls import CallTable, call_from_state, call_state, max_seconds, rate_cost
+from sipsync.server.calls import CallTable, call_from_state, call_state
 from sipsync.server.events import EventRecorder
+from sipsync.server.rating import Rate
 from sipsync.server.store import SCHEMA_VERSION, LocalStore
 
-
-def rate(per_minute="0.60000", connect="0.10000", first=60, step=60):
-    return {"prefix": "27", "price_per_minute": per_minute, "connect_fee": connect,
-            "first_increment": first, "next_increment": step}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("the_rate", "available", "cap", "expected"),
-    [
-        (rate(), "0.7000", 7200, 60),  # exactly connect + one increment
-        (rate(), "1.2999", 7200, 60),  # a cent short of the second
-        (rate(), "1.3000", 7200, 120),
-        (rate(), "0.6999", 7200, 0),  # not even the first
-        (rate(), "1000", 7200, 7200),  # the cap
-        (rate(first=30, step=6, connect="0"), "0.7500", 7200, 72),  # 30 s + seven 6 s steps at 1 c/s
-        (rate(per_minute="1.00000", connect="0", first=1, step=1), "0.0500", 7200, 3),  # 3 s at 1/min
-        (rate(per_minute="0.00000"), "0.1000", 500, 500),  # free per minute: the cap
-        (rate(per_minute="0.00100", connect="0", first=1, step=1), "0.0001", 7200, 8),  # cost rounds half up
-    ],
-)
-def test_max_seconds(the_rate, available, cap, expected):
-    seconds = max_seconds(the_rate, Decimal(available), cap)
-    assert seconds == expected
-    if seconds:
-        assert rate_cost(the_rate, seconds)[1] <= Decimal(available)
-        if seconds < cap:  # one more increment would not be covered
-            assert rate_cost(the_rate, seconds + 1)[1] > Decimal(available)
-
-
-def test_what_the_max_duration_allows_is_what_rating_charges():
-    """For many balances the longest call allowed costs at most the balance, and a second more
-    would cost more."""
-    for the_rate in (rate(), rate(first=30, step=6, connect="0.05000"), rate(per_minute="0.35000")):
-        for cents in range(70, 2000, 37):
-            available = Decimal(cents) / 100
-            seconds = max_seconds(the_rate, available, 10**6)
-            assert rate_cost(the_rate, seconds)[1] <= available < rate_cost(the_rate, seconds + 1)[1]
+RATE = Rate({"prefix": "27", "price_per_minute": "0.60000", "connect_fee": "0.10000",
+             "first_increment": 60, "next_increment": 60})  # fmt: skip
 
 
 @pytest.fixture
@@ -61,7 +27,7 @@ def table(tmp_path):
 def start(calls, **fields):
     return calls.start(
         call_id=fields.pop("call_id", "c1@x"), caller_tag="a", account="alice@sip.test", customer="C0000001",
-        dialled="0115550123", number="+27115550123", call_class="national", rate=rate(),
+        dialled="0115550123", number="+27115550123", call_class="national", rate=RATE,
         reserved=Decimal("1.3000"), max_duration=120, caller_hop=None, **fields,
     )  # fmt: skip
 

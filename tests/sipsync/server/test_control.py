@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sipsync.server import __main__ as cli
 from sipsync.server.config import ServiceConfig
 from sipsync.server.control import ControlSecretError, ControlServer, load_secret
+from sipsync.server.documents import RATES
 from sipsync.server.node import SipNode
 from sipsync.server.provision import document_for_password
 from sipsync.server.store import LocalStore
@@ -442,6 +444,20 @@ def test_customer_and_rate_plan_documents_follow_the_version_rule(node):
     assert node.documents.get_customer("C1234567") == customer
     assert node.documents.get_rate_plan("Standard")["version"] == 7
     assert node.documents.get_rate_plan("Premium") is None and node.documents.load_errors == []
+    node.store.close()
+
+
+def test_the_rate_index_follows_the_plan_version_held(node):
+    now = 1_800_000_000.0
+    documents = node.documents
+    assert documents.rate_index("Standard") is None
+    documents.apply(RATES, plan_doc(version=1))
+    assert documents.rate_index("Standard").find("27821234567", now).per_minute == Decimal("0.90000")
+    dearer = rate(prefix="2782", price_per_minute="0.95000")
+    documents.apply(RATES, plan_doc(version=2, rates=[rate(), dearer]))
+    assert documents.rate_index("Standard").find("27821234567", now).per_minute == Decimal("0.95000")
+    documents.apply(RATES, plan_doc(version=1, rates=[rate()]))  # older: ignored, and so is its index
+    assert documents.rate_index("Standard").find("27821234567", now).prefix == "2782"
     node.store.close()
 
 

@@ -1,68 +1,16 @@
-"""Rating, reservations and caller-ID rules of the policy, without SIP traffic."""
+"""Reservations and caller-ID rules of the policy, without SIP traffic."""
 
 from decimal import Decimal
 
-import pytest
-
 from sipsync.server.accounts import Account
-from sipsync.server.calls import CallTable, Reservations, find_rate, first_charge, rate_cost
+from sipsync.server.calls import CallTable, Reservations
 from sipsync.server.policy import presented_identity
 from sipsync.server.provision import document_for_password
+from sipsync.server.rating import Rate
 from sipsync.sip.parser import parse_message
 
-RATE = {
-    "prefix": "27",
-    "price_per_minute": "0.60000",
-    "connect_fee": "0.10000",
-    "first_increment": 60,
-    "next_increment": 60,
-}
-
-
-@pytest.mark.parametrize(
-    ("seconds", "billed", "cost"),
-    [
-        (0, 0, "0.0000"),
-        (0.2, 60, "0.7000"),
-        (60, 60, "0.7000"),
-        (61, 120, "1.3000"),
-        (120, 120, "1.3000"),
-        (121, 180, "1.9000"),
-    ],
-)
-def test_cost_rounds_up_to_the_next_increment(seconds, billed, cost):
-    assert rate_cost(RATE, seconds) == (billed, Decimal(cost))
-
-
-def test_cost_with_a_short_next_increment_and_half_up_rounding():
-    rate = {
-        **RATE,
-        "price_per_minute": "0.33333",
-        "connect_fee": "0",
-        "first_increment": 30,
-        "next_increment": 6,
-    }
-    assert rate_cost(rate, 31) == (36, Decimal("0.2000"))  # 0.33333 * 36/60 = 0.199998
-    assert rate_cost(rate, 10) == (30, Decimal("0.1667"))  # 0.166665 -> half up
-
-
-def test_first_charge_is_connect_fee_plus_first_increment():
-    assert first_charge(RATE) == Decimal("0.7000")
-
-
-def test_longest_prefix_in_effect_wins():
-    plan = {
-        "rates": [
-            {**RATE, "prefix": "27", "effective_from": "2026-01-01T00:00:00Z", "effective_to": None},
-            {**RATE, "prefix": "2782", "effective_from": "2026-01-01T00:00:00Z", "effective_to": None},
-            {**RATE, "prefix": "27821", "effective_from": "2030-01-01T00:00:00Z", "effective_to": None},
-        ]
-    }
-    now = 1_800_000_000  # 2027-01-15
-    assert find_rate(plan, "27821234567", now)["prefix"] == "2782"
-    assert find_rate(plan, "27115550100", now)["prefix"] == "27"
-    assert find_rate(plan, "44123", now) is None
-    assert find_rate(None, "27115550100", now) is None
+RATE = Rate({"prefix": "27", "price_per_minute": "0.60000", "connect_fee": "0.10000",
+             "first_increment": 60, "next_increment": 60})  # fmt: skip
 
 
 def test_reservations_add_up_and_release():
