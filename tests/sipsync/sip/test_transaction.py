@@ -9,7 +9,7 @@ import pytest
 
 from sipsync.sip.message import Request, make_response
 from sipsync.sip.parser import parse_message
-from sipsync.sip.timers import TimerConfig, TimerWheel
+from sipsync.sip.timers import TimerConfig
 from sipsync.sip.transaction import (
     MAGIC_COOKIE,
     ClientInviteTransaction,
@@ -119,40 +119,6 @@ def test_timer_config_scaled():
 def test_timer_config_rejects_nonsense(kwargs):
     with pytest.raises(ValueError):
         TimerConfig(**kwargs)
-
-
-def test_timer_wheel_order_replace_cancel():
-    w = TimerWheel()
-    a, b = object(), object()
-    assert w.next_deadline() is None
-    w.set(a, 'X', 5.0)
-    w.set(b, 'Y', 3.0)
-    w.set(a, 'Z', 3.0)
-    assert w.next_deadline() == 3.0
-    w.set(b, 'Y', 7.0)  # replaces the earlier Y
-    assert w.deadline(b, 'Y') == 7.0
-    assert w.cancel(a, 'Z') is True
-    assert w.cancel(a, 'Z') is False
-    assert w.next_deadline() == 5.0
-    assert w.pop_due(4.9) is None
-    assert w.pop_due(10.0) == (a, 'X')
-    assert w.pop_due(10.0) == (b, 'Y')
-    assert w.pop_due(10.0) is None
-    assert len(w) == 0 and w.next_deadline() is None
-
-
-def test_timer_wheel_ties_fire_in_insertion_order_and_compaction():
-    w = TimerWheel()
-    owners = [object() for _ in range(5)]
-    for o in owners:
-        w.set(o, 'T', 1.0)
-    assert [w.pop_due(1.0)[0] for _ in owners] == owners
-    o = object()
-    for i in range(1000):  # lots of re-arming: stale entries must not pile up
-        w.set(o, 'T', float(i))
-    assert len(w) == 1
-    assert len(w._heap) <= 64 * 4
-    assert w.pop_due(1e9) == (o, 'T')
 
 
 # ------------------------------------------------------------------ server non-INVITE
