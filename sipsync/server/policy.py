@@ -143,7 +143,8 @@ class Policy:
             return refuse(Cause.CALLER_TOO_MANY_CALLS, detail={"max_calls": account.max_calls})
 
         dialled = request.uri.user or ""
-        destination = resolve(account, dialled, self._accounts, customer)
+        settings = country_settings(customer)
+        destination = resolve(account, dialled, self._accounts, settings)
         if destination is None:
             return refuse(Cause.INVALID_NUMBER, detail={"dialled": dialled})
         verdict.destination = destination
@@ -157,7 +158,6 @@ class Policy:
                 },
             )
 
-        settings = country_settings(customer)
         presented = presented_identity(request, account)
         allowed = account.caller_ids or ((account.default_caller_id,) if account.default_caller_id else ())
         if presented is not None:
@@ -264,14 +264,14 @@ class Policy:
         was spent today with every balance; this node adds its own spend since that push and what
         calls in progress hold. After the day the push describes has ended, its spend no longer
         counts."""
+        if not customer.get("daily_spend_cap"):
+            return None
         try:
-            cap = Decimal(customer["daily_spend_cap"]) if customer.get("daily_spend_cap") else None
+            cap = Decimal(customer["daily_spend_cap"])
             spent = Decimal(customer.get("spent_today") or "0")
             day_ends = datetime.fromisoformat(customer["spend_day_ends"]).timestamp()
         except (InvalidOperation, KeyError, TypeError, ValueError):
-            return None if not customer.get("daily_spend_cap") else ZERO
-        if cap is None:
-            return None
+            return ZERO  # a cap the node cannot read allows nothing
         if self._clock() >= day_ends:
             spent = ZERO
         return (

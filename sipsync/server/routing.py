@@ -113,15 +113,15 @@ def classify(e164: str, country_code: str) -> str:
 
 
 def resolve(
-    account: Account, dialled: str, accounts: AccountTable, customer: dict[str, Any] | None
+    account: Account, dialled: str, accounts: AccountTable, settings: CountrySettings
 ) -> Destination | None:
-    """Where ``dialled`` (the Request-URI user) goes for ``account``; None if it is not valid."""
+    """Where ``dialled`` (the Request-URI user) goes for ``account`` with its customer's country
+    ``settings``; None if it is not valid."""
     if not dialled:
         return None
     callee = accounts.by_extension(account.customer, dialled)
     if callee is not None:
         return Destination(dialled=dialled, call_class=INTERNAL, callee=callee)
-    settings = country_settings(customer)
     e164 = to_e164(dialled, settings)
     if e164 is None:
         return None

@@ -3,6 +3,7 @@
 import pytest
 
 from sipsync.server.accounts import Account, AccountTable
+from sipsync.server.dialplan import CountrySettings
 from sipsync.server.provision import document_for_password
 from sipsync.server.routing import classify, country_settings, resolve
 from sipsync.server.store import LocalStore
@@ -45,14 +46,14 @@ def accounts(tmp_path):
 
 def test_an_extension_of_the_same_customer_is_internal(accounts):
     alice = accounts.get("alice", REALM)
-    destination = resolve(alice, "1002", accounts, None)
+    destination = resolve(alice, "1002", accounts, CountrySettings())
     assert destination.internal and destination.callee.username == "bob"
     assert destination.call_class == "internal" and destination.number == "1002"
 
 
 def test_another_customers_extension_is_not_reachable(accounts):
     alice: Account = accounts.get("alice", REALM)
-    assert resolve(alice, "1003", accounts, None) is None
+    assert resolve(alice, "1003", accounts, CountrySettings()) is None
 
 
 @pytest.mark.parametrize(
@@ -65,17 +66,17 @@ def test_another_customers_extension_is_not_reachable(accounts):
     ],
 )
 def test_numbers_normalise_with_the_default_country(accounts, dialled, e164, call_class):
-    destination = resolve(accounts.get("alice", REALM), dialled, accounts, None)
+    destination = resolve(accounts.get("alice", REALM), dialled, accounts, CountrySettings())
     assert (destination.e164, destination.call_class, destination.internal) == (e164, call_class, False)
 
 
 def test_the_customers_country_settings_are_used(accounts):
     customer = {"country_code": "44", "national_prefix": "0"}
-    destination = resolve(accounts.get("alice", REALM), "01632960001", accounts, customer)
+    destination = resolve(accounts.get("alice", REALM), "01632960001", accounts, country_settings(customer))
     assert (destination.e164, destination.call_class) == ("+441632960001", "national")
     assert country_settings(None).country_code == "27"
 
 
 @pytest.mark.parametrize("dialled", ["", "12", "bob", "0123", "+0123456789"])
 def test_what_does_not_normalise_is_invalid(accounts, dialled):
-    assert resolve(accounts.get("alice", REALM), dialled, accounts, None) is None
+    assert resolve(accounts.get("alice", REALM), dialled, accounts, CountrySettings()) is None
