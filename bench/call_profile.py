@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import hashlib
 import os
-import pstats
 import re
 import shutil
 import sys
@@ -49,7 +47,7 @@ import calls as bench_calls  # noqa: E402 - provisioning shared with the benchma
 import inprocess  # noqa: E402
 
 from sipsync.server.config import ServiceConfig  # noqa: E402
-from sipsync.server.node import SipNode, tune_gc  # noqa: E402
+from sipsync.server.node import SipNode  # noqa: E402
 
 HOST = REALM = "127.0.0.1"
 NODE = (HOST, 5073)
@@ -204,6 +202,11 @@ def _expect(messages: list[bytes], statuses: list[int], what: str) -> None:
         raise RuntimeError(f"{what}: expected {statuses}, got {got[:12]}... first: {first!r}")
 
 
+def _expect_relayed(messages: list[bytes], method: str, size: int) -> None:
+    if len(messages) != size or not all(m.startswith(f"{method} ".encode()) for m in messages):
+        raise RuntimeError(f"{len(messages)} {method}s relayed for {size} calls: {messages[:1]!r}")
+
+
 class Driver:
     def __init__(self, users: int, workdir: Path, commit_every: int = 500) -> None:
         self.users = [f"u{1000 + i}" for i in range(users)]
@@ -270,8 +273,7 @@ class Driver:
         started = clock()
         to_caller, to_trunk = endpoint.take()
         _expect([m for m in to_caller if _status(m) != 100], [], "authenticated INVITEs")
-        if len(to_trunk) != size or not all(m.startswith(b"INVITE ") for m in to_trunk):
-            raise RuntimeError(f"{len(to_trunk)} INVITEs relayed for {size} calls: {to_trunk[:1]!r}")
+        _expect_relayed(to_trunk, "INVITE", size)
         answers = []
         for number, relayed in zip(numbers, to_trunk, strict=True):
             answers.append(trunk_response(relayed, "180 Ringing", f"t{number}"))
@@ -290,16 +292,14 @@ class Driver:
 
         started = clock()
         _, to_trunk = endpoint.take()
-        if len(to_trunk) != size or not all(m.startswith(b"ACK ") for m in to_trunk):
-            raise RuntimeError(f"{len(to_trunk)} ACKs relayed for {size} calls")
+        _expect_relayed(to_trunk, "ACK", size)
         byes = [p.in_dialog("BYE", 3) for p in parties]
         self.client += clock() - started
         await self._feed("bye", byes, CALLER)
 
         started = clock()
         _, to_trunk = endpoint.take()
-        if len(to_trunk) != size or not all(m.startswith(b"BYE ") for m in to_trunk):
-            raise RuntimeError(f"{len(to_trunk)} BYEs relayed for {size} calls: {to_trunk[:1]!r}")
+        _expect_relayed(to_trunk, "BYE", size)
         oks = [trunk_response(bye, "200 OK", "") for bye in to_trunk]
         self.client += clock() - started
         await self._feed("bye", oks, TRUNK)
@@ -311,18 +311,12 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="call-profile-"))
     try:
         driver = Driver(args.users, workdir, args.commit_every)
-        asyncio.run(driver.run(args.warmup, args.batch))
-        if not args.no_gc_tuning:
-            tune_gc()  # as python -m sipsync.server does once started
-        driver.steps = dict.fromkeys(STEPS, 0.0)
-        driver.client = 0.0
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler is not None:
-            profiler.enable()
-        asyncio.run(driver.run(args.count, args.batch))
-        if profiler is not None:
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
+
+        def reset() -> None:
+            driver.steps = dict.fromkeys(STEPS, 0.0)
+            driver.client = 0.0
+
+        inprocess.warm_then_measure(driver.run, args, reset)
         if len(driver.node.calls):
             raise RuntimeError(f"{len(driver.node.calls)} calls still in progress after their BYE")
         driver.node.proxy.close()

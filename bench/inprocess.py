@@ -1,18 +1,25 @@
 """What the in-process drivers (bench/register_profile.py, bench/call_profile.py) share: their
-common options, and the count of instructions they execute per unit of work (a registration, a
-call) by valgrind's cachegrind. For the count the driver runs twice, with ``count`` and with
-``2 * count`` units, and the difference is divided by ``count``, so start-up and warm-up cancel
-out; it moves by under 1 % from run to run however busy the machine is, which timings on a
-shared machine do not."""
+common options, the warm-up before the measured run, and the count of instructions they execute
+per unit of work (a registration, a call) by valgrind's cachegrind. For the count the driver runs
+twice, with ``count`` and with ``2 * count`` units, and the difference is divided by ``count``, so
+start-up and warm-up cancel out; it moves by under 1 % from run to run however busy the machine
+is, which timings on a shared machine do not."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import cProfile
+import pstats
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
+
+from sipsync.server.node import tune_gc
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 # valgrind runs some 50 times slower: --instructions cuts the default counts
@@ -44,6 +51,25 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
         if args.warmup == parser.get_default("warmup"):
             args.warmup //= VALGRIND_WARMUP_SHARE
     return args
+
+
+def warm_then_measure(
+    run: Callable[[int, int], Coroutine[Any, Any, None]], args: argparse.Namespace, reset: Callable[[], None]
+) -> None:
+    """``run(args.warmup, args.batch)``; the collector tuned as ``python -m sipsync.server`` does
+    once started (unless --no-gc-tuning); ``reset()`` to zero the driver's timings; then the
+    measured ``run(args.count, args.batch)``, under cProfile with --profile N (its top N printed)."""
+    asyncio.run(run(args.warmup, args.batch))
+    if not args.no_gc_tuning:
+        tune_gc()
+    reset()
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()
+    asyncio.run(run(args.count, args.batch))
+    if profiler is not None:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
 
 
 def instructions_per_unit(script: Path, args: argparse.Namespace, extra: list[str], cwd: Path) -> int:

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import hashlib
 import os
-import pstats
 import re
 import shutil
 import sys
@@ -43,7 +41,7 @@ for _path in (str(REPO_ROOT), str(REPO_ROOT / "bench")):
 import inprocess  # noqa: E402
 
 from sipsync.server.config import ServiceConfig  # noqa: E402
-from sipsync.server.node import SipNode, tune_gc  # noqa: E402
+from sipsync.server.node import SipNode  # noqa: E402
 from sipsync.server.provision import document_for_password, load_documents  # noqa: E402
 
 REALM = "127.0.0.1"
@@ -153,17 +151,12 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="register-profile-"))
     try:
         driver = Driver(args.users, workdir)
-        asyncio.run(driver.run(args.warmup, args.batch))  # every account bound once, caches warm
-        if not args.no_gc_tuning:
-            tune_gc()  # as python -m sipsync.server does once started
-        driver.steps = [0.0, 0.0, 0.0]
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler is not None:
-            profiler.enable()
-        asyncio.run(driver.run(args.count, args.batch))
-        if profiler is not None:
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
+
+        def reset() -> None:
+            driver.steps = [0.0, 0.0, 0.0]
+
+        # the warm-up binds every account once and warms the caches
+        inprocess.warm_then_measure(driver.run, args, reset)
         driver.node.store.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
