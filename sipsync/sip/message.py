@@ -348,6 +348,7 @@ class Headers:
         if views is not None:
             for view in views:
                 cache.pop(view, None)
+        cache.pop(_INT_VIEW + key, None)
         index = cache.get("")
         if index is None:
             return
@@ -569,7 +570,7 @@ class SipMessage:
 
     def _uint_header(self, name: str, limit: int) -> int | None:
         cache = self.headers._cache
-        key = "int:" + name
+        key = _INT_VIEW + normalize_name(name)[0]
         if key in cache:
             return cache[key]
         value = self._single(name)
@@ -749,7 +750,8 @@ def render_response(
 
 
 _COPIED: Final = frozenset(("via", "from", "to", "call-id", "cseq"))
-# the typed views (``SipMessage`` accessors) cached in ``Headers._cache`` under each header key
+# the typed views (``SipMessage`` accessors) cached in ``Headers._cache`` under each header key;
+# integer headers' views are found by their key (_INT_VIEW), whichever header it is
 _VIEWS_OF: Final = {
     "via": ("via", "vias"),
     "call-id": ("call_id",),
@@ -757,9 +759,8 @@ _VIEWS_OF: Final = {
     "from": ("from",),
     "to": ("to",),
     "contact": ("contacts",),
-    "max-forwards": ("int:Max-Forwards",),
-    "expires": ("int:Expires",),
 }
+_INT_VIEW: Final = "int:"  # + the header key: an unsigned integer header's value (_uint_header)
 
 
 def _has_tag(request: Request) -> bool:

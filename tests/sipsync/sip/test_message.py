@@ -83,6 +83,9 @@ def test_a_mutation_drops_only_the_views_of_the_header_it_changed() -> None:
     msg.headers.set("To", "<sip:bob@example.com>;tag=x")
     assert msg.to is not to and msg.to.tag == "x" and msg.from_ is from_
     assert msg.headers.remove("Subject") == 0 and msg.cseq is cseq
+    assert msg.expires is None
+    msg.headers.add("Expires", "60")  # an integer header's view goes with its header, whichever
+    assert msg.expires == 60 and msg.max_forwards == max_forwards - 1
 
 
 def test_pushed_and_replaced_vias_keep_their_parsed_view() -> None:
