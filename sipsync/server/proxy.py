@@ -711,12 +711,12 @@ class Proxy:
         if status < 300:
             first = branch.final is None
             branch.final = status
-            if ctx.final_status is not None and ctx.final_status >= 300:
-                if first:  # answered after the caller got its 487 (or another final): hang up
-                    self._hang_up_late_answer(branch, response)
-                branch.request = None
-                return
+            too_late = ctx.final_status is not None and ctx.final_status >= 300
+            if too_late and first:  # answered after the caller got its 487 (or another final): hang up
+                self._hang_up_late_answer(branch, response)
             branch.request = None  # the context lingers for 2xx retransmissions: keep it small
+            if too_late:
+                return
             if call is not None and self.calls.get(call.call_id) is call and not call.answered:
                 self._answered(call, branch, response)
             ctx.final_sent = True
