@@ -109,8 +109,7 @@ class SipService:
                 headers.append(("Allow-Events", ALLOW_EVENTS))  # RFC 6665 4.4.4
             return Reply(200, headers=headers)
         if self.proxy is not None:
-            self.proxy.on_request(request, source, endpoint)  # answers (or relays) on its own
-            return None
+            return self.proxy.on_request(request, source, endpoint)  # a Reply only when stateless
         if method == "ACK":
             return None  # an ACK is never answered
         return reject(Cause.NOT_IMPLEMENTED, headers=[("Allow", self._allow)], detail={"method": method})

@@ -7,11 +7,13 @@ layer's timers are driven from the event loop with one ``loop.call_later`` armed
 ``next_deadline()`` (tests call :meth:`Proxy.tick` instead).
 
 Initial INVITE (no To tag):
-  the server transaction absorbs retransmissions from the start; 407 / 403 through the
-  Authenticator with ``proxy=True``; :class:`~sipsync.server.policy.Policy` applies the enforcement
-  table (order documented there), and a refusal is answered at once, without 100 Trying first
-  (a datagram per call saved; RFC 3261 asks for 100 only when no final response is due within
-  200 ms); an INVITE that passes gets 100 Trying, then one client transaction per target -- every registered
+  one without Proxy-Authorization is challenged 407 statelessly (RFC 3261 8.2.7), like a
+  REGISTER; for the others the server transaction absorbs retransmissions from the start; 407
+  (stale or foreign-realm credentials) / 403 through the Authenticator with ``proxy=True``;
+  :class:`~sipsync.server.policy.Policy` applies the enforcement table (order documented there),
+  and a refusal is answered at once, without 100 Trying first (a datagram per call saved; RFC
+  3261 asks for 100 only when no final response is due within 200 ms); an INVITE that passes
+  gets 100 Trying, then one client transaction per target -- every registered
   contact of an extension in parallel (forking), or the trunk with the E.164 number as
   Request-URI user. Each forwarded INVITE gets Max-Forwards - 1, our Via on top, our
   Record-Route (two when the transports in and out differ, RFC 5658), the caller's
@@ -261,12 +263,34 @@ class Proxy:
 
     # --- entry points from the core -----------------------------------------------------------
 
-    def on_request(self, request: Request, source: Address, endpoint: Endpoint) -> None:
+    def on_request(self, request: Request, source: Address, endpoint: Endpoint) -> Reply | None:
+        """Relay or answer ``request``; a returned Reply is for the core to send statelessly."""
+        if request.method == "INVITE" and "Proxy-Authorization" not in request.headers:
+            challenge = self._stateless_challenge(request)
+            if challenge is not None:
+                return challenge
         via = request.via
         _stamp_via(request, via, source)
         hop = Hop(response_address(via, source, endpoint), endpoint, source)
         actions = self.layer.receive_request(request, hop, reliable=endpoint.reliable, now=self._now())
         self._execute(actions)
+        return None
+
+    def _stateless_challenge(self, request: Request) -> Reply | None:
+        """The 407 for a new INVITE that brings no credentials, answered without a transaction.
+
+        RFC 3261 8.2.7 lets a UAS answer an unauthenticated request statelessly, as Kamailio's
+        proxies do. Held as a transaction, the 407 would be resent on Timer G until the ACK came,
+        ten times over 32 s when it never does: a flood of spoofed INVITEs would make this node
+        keep state for each and send every victim ten datagrams. Retransmissions of the INVITE
+        get a 407 each; the ACK for it (our To tag, no call) is dropped by ``_relay_in_dialog``.
+        """
+        if request.to.tag is not None:
+            return None
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            return None  # the transaction path answers 483
+        return self._auth.challenge(proxy=True)
 
     def on_response(self, response: Response, source: Address, endpoint: Endpoint) -> None:
         response.via  # noqa: B018 - a response without a Via is malformed (raises, dropped by the core)

@@ -286,7 +286,7 @@ def test_invite_is_challenged_then_relayed_to_the_registered_contact(world):
     assert [r.status for r in replies] == [407]  # answered at once: no 100 Trying first
     assert replies[0].headers.get_all("Proxy-Authenticate")
     assert events(node) == []  # a challenge is not a rejection
-    assert alice.send(ack_for(invite, replies[0])) == []  # absorbed by the transaction
+    assert alice.send(ack_for(invite, replies[0])) == []  # dropped: the 407 left no transaction
     authorized = alice.authorize(invite, replies[0])
     assert [r.status for r in alice.send(authorized)] == [100]
     relayed = only(bob.inbox(), "INVITE")
@@ -301,6 +301,29 @@ def test_invite_is_challenged_then_relayed_to_the_registered_contact(world):
     # retransmission of the INVITE: absorbed (100 again), not relayed twice
     assert [r.status for r in alice.send(authorized)] == [100]
     assert bob.inbox() == []
+
+
+def test_an_invite_without_credentials_is_challenged_without_keeping_state(world):
+    node, alice, _, _, _ = world()
+    invite = alice.invite("1002")
+    first = only(alice.send(invite), 407)
+    assert node.proxy.layer.server_transactions == 0 and node.proxy.layer.next_deadline() is None
+    again = only(alice.send(invite), 407)  # a retransmission is challenged again, with the same tag
+    assert again.to.tag == first.to.tag and again.headers.get("Call-ID") == invite.call_id
+    # no Timer G: a spoofed INVITE costs its victim one datagram, not one per resend for 32 s
+    node.proxy.tick(node.proxy._now() + 40)
+    assert alice.inbox() == []
+    assert alice.send(ack_for(invite, first)) == [] and events(node) == []
+
+
+def test_an_invite_with_stale_credentials_is_challenged_by_its_transaction(world):
+    node, alice, _, _, _ = world()
+    invite = alice.invite("1002")
+    challenge = only(alice.send(invite), 407)
+    authorized = alice.authorize(invite, challenge)
+    forged = authorized.to_bytes().replace(b'nonce="', b'nonce="x')  # a nonce this node never issued
+    assert [r.status for r in alice.send(forged)] == [407]
+    assert node.proxy.layer.server_transactions == 1  # held, so a lost 407 is resent
 
 
 def test_ringing_answer_ack_and_bye_go_through_the_proxy(world):
