@@ -10,6 +10,12 @@ old code. The build therefore records a hash of every compiled source; ``activat
 when ``sipsync`` is imported, uses the compiled modules only while every hash still matches, and
 otherwise (or with ``SIPSYNC_PURE=1``) imports all of them from source. It is all or nothing:
 compiled modules call each other directly, so a mix of old and new code is never run.
+
+What mypyc leaves interpreted: the methods ``@dataclass`` generates at import time, ``__init__``
+among them (a frozen one also goes through ``object.__setattr__`` per field). The classes built
+for every message or call (``HOT_CLASSES``) therefore use ``@dataclass(init=False)`` with an
+``__init__`` written out, which is compiled: building a transaction action became five times
+faster, and a call needs 8 % fewer instructions.
 """
 
 from __future__ import annotations
@@ -41,6 +47,15 @@ COMPILED = tuple(
         "server.notifier", "server.packages", "server.policy", "server.proxy", "server.rating",
         "server.registrar", "server.routing", "server.store", "server.subscriptions", "server.transport",
     )
+)  # fmt: skip
+
+# Built for every message or call; their __init__ must be written out (see above).
+HOT_CLASSES = (
+    "sip.transaction.Send", "sip.transaction.PassToTU", "sip.transaction.Timeout",
+    "sip.transaction.TransportError", "sip.transaction.Terminated", "sip.digest.DigestCredentials",
+    "server.proxy.Hop", "server.proxy.Branch", "server.proxy.InviteContext", "server.calls.Call",
+    "server.causes.Reply", "server.policy.Verdict", "server.routing.Destination",
+    "server.dialplan.CountrySettings", "server.location.Binding", "server.location.ContactChange",
 )  # fmt: skip
 
 _EXTENSION = sysconfig.get_config_var("EXT_SUFFIX") or ".so"

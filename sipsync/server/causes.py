@@ -6,7 +6,7 @@ plain words. Unknown user and wrong password share one wire cause, so a scanner 
 usernames exist; the event keeps the precise one for the customer and staff.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
@@ -134,18 +134,39 @@ WIRE_CAUSE: Final = {
 }
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Reply:
     """What to answer to a request; the core turns it into a response and sends it."""
 
     status: int
-    reason: str | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    cause: Cause | None = None
-    account: str | None = None
-    detail: dict | None = None
-    durable: bool = False  # answer only once the local store has made the change durable
-    warning: str | None = None  # text of a Warning with the cause's WARNING_CODES code
+    reason: str | None
+    headers: list[tuple[str, str]]
+    cause: Cause | None
+    account: str | None
+    detail: dict | None
+    durable: bool  # answer only once the local store has made the change durable
+    warning: str | None  # text of a Warning with the cause's WARNING_CODES code
+
+    # written out for mypyc (see sipsync.native)
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        cause: Cause | None = None,
+        account: str | None = None,
+        detail: dict | None = None,
+        durable: bool = False,
+        warning: str | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers if headers is not None else []
+        self.cause = cause
+        self.account = account
+        self.detail = detail
+        self.durable = durable
+        self.warning = warning
 
 
 def warning_values(reply: Reply, host: str) -> list[str]:

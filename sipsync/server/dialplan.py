@@ -10,10 +10,16 @@ INTERNATIONAL_ACCESS = "00"
 _SEPARATORS = str.maketrans("", "", " -().")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class CountrySettings:
-    country_code: str = "27"
-    national_prefix: str = "0"
+    """Read-only; built once per call (__init__ written out for mypyc, see sipsync.native)."""
+
+    country_code: str
+    national_prefix: str
+
+    def __init__(self, country_code: str = "27", national_prefix: str = "0") -> None:
+        self.country_code = country_code
+        self.national_prefix = national_prefix
 
 
 def to_e164(number: str, settings: CountrySettings) -> str | None:

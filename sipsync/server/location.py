@@ -54,7 +54,7 @@ import heapq
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +66,11 @@ _intern: Final = sys.intern
 _DEFAULT_Q: Final = 1.0
 
 
-@dataclass(slots=True)
+# Binding and ContactChange are built for every REGISTER: each __init__ is written out for mypyc
+# (see sipsync.native).
+
+
+@dataclass(init=False, slots=True)
 class Binding:
     """One registered contact of an address-of-record."""
 
@@ -82,7 +86,38 @@ class Binding:
     instance_id: str | None     # +sip.instance
     reg_id: int | None
     registered_at: float        # when the last REGISTER that created/refreshed it arrived
-    path: tuple[str, ...] = ()  # RFC 3327 Path, as received
+    path: tuple[str, ...]       # RFC 3327 Path, as received
+
+    def __init__(
+        self,
+        *,
+        aor: str,
+        contact_uri: str,
+        expires_at: float,
+        q: float | None,
+        call_id: str,
+        cseq: int,
+        source: tuple[str, int],
+        transport: str,
+        user_agent: str | None,
+        instance_id: str | None,
+        reg_id: int | None,
+        registered_at: float,
+        path: tuple[str, ...] = (),
+    ) -> None:
+        self.aor = aor
+        self.contact_uri = contact_uri
+        self.expires_at = expires_at
+        self.q = q
+        self.call_id = call_id
+        self.cseq = cseq
+        self.source = source
+        self.transport = transport
+        self.user_agent = user_agent
+        self.instance_id = instance_id
+        self.reg_id = reg_id
+        self.registered_at = registered_at
+        self.path = path
 
     def expires_in(self, now: float) -> int:
         """Seconds left, for the Contact ;expires= of the 200 OK (never negative)."""
@@ -90,19 +125,41 @@ class Binding:
         return left if left > 0 else 0
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class ContactChange:
     """One Contact of a REGISTER, already parsed and with its expiry decided."""
 
     contact_uri: str
     expires: int
-    q: float | None = None
-    source: tuple[str, int] = ("", 0)
-    transport: str = "UDP"
-    user_agent: str | None = None
-    instance_id: str | None = None
-    reg_id: int | None = None
-    path: tuple[str, ...] = field(default=())
+    q: float | None
+    source: tuple[str, int]
+    transport: str
+    user_agent: str | None
+    instance_id: str | None
+    reg_id: int | None
+    path: tuple[str, ...]
+
+    def __init__(
+        self,
+        contact_uri: str,
+        expires: int,
+        q: float | None = None,
+        source: tuple[str, int] = ("", 0),
+        transport: str = "UDP",
+        user_agent: str | None = None,
+        instance_id: str | None = None,
+        reg_id: int | None = None,
+        path: tuple[str, ...] = (),
+    ) -> None:
+        self.contact_uri = contact_uri
+        self.expires = expires
+        self.q = q
+        self.source = source
+        self.transport = transport
+        self.user_agent = user_agent
+        self.instance_id = instance_id
+        self.reg_id = reg_id
+        self.path = path
 
 
 class LocationError(Exception):

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
@@ -89,18 +89,28 @@ class NoCustomers:
         return None
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Verdict:
     """The outcome of :meth:`Policy.check`: a refusal (``reply``) or what to relay."""
 
-    reply: Reply | None = None
-    destination: Destination | None = None
-    rate: Rate | None = None
-    reserve: Decimal = ZERO
-    max_duration: int | None = None  # seconds the credit pays for (paid calls)
-    caller_id: str | None = None  # E.164 (or as provisioned) identity to assert
-    body: bytes | None = None  # the offer with unassigned codecs removed
-    bindings: list[Binding] = field(default_factory=list)
+    reply: Reply | None
+    destination: Destination | None
+    rate: Rate | None
+    reserve: Decimal
+    max_duration: int | None  # seconds the credit pays for (paid calls)
+    caller_id: str | None  # E.164 (or as provisioned) identity to assert
+    body: bytes | None  # the offer with unassigned codecs removed
+    bindings: list[Binding]
+
+    def __init__(self) -> None:  # written out for mypyc (see sipsync.native)
+        self.reply = None
+        self.destination = None
+        self.rate = None
+        self.reserve = ZERO
+        self.max_duration = None
+        self.caller_id = None
+        self.body = None
+        self.bindings = []
 
 
 class Policy:

@@ -90,7 +90,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sipsync.server.causes import Cause, Reply, record_rejection, reject, warning_values
@@ -132,30 +132,57 @@ IN_DIALOG_METHODS = frozenset(
 ALLOW = "INVITE, ACK, CANCEL, BYE, UPDATE, INFO, REFER, NOTIFY, SUBSCRIBE, OPTIONS, REGISTER"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+# Built per message or per call: each __init__ is written out for mypyc (see sipsync.native).
+# Treat Hop as read-only.
+
+
+@dataclass(init=False, slots=True, eq=False)
 class Hop:
     """Where to send: ``address`` through ``endpoint`` (the UDP socket or a TCP connection)."""
 
     address: Address
     endpoint: Endpoint
-    source: Address | None = None  # for server transactions: where the request came from
+    source: Address | None  # for server transactions: where the request came from
+
+    def __init__(self, address: Address, endpoint: Endpoint, source: Address | None = None) -> None:
+        self.address = address
+        self.endpoint = endpoint
+        self.source = source
 
     @property
     def transport(self) -> str:
         return self.endpoint.name
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(init=False, slots=True, eq=False)
 class Branch:
     ctx: InviteContext
     txn: ClientTransaction
     request: Request | None  # the INVITE as forwarded; let go of once the branch has its final
     hop: Hop
     on_timeout: Callable[[Branch], None]
-    provisional: bool = False
-    final: int | None = None
-    response: Response | None = None
-    cancel_pending: bool = False
+    provisional: bool
+    final: int | None
+    response: Response | None
+    cancel_pending: bool
+
+    def __init__(
+        self,
+        ctx: InviteContext,
+        txn: ClientTransaction,
+        request: Request | None,
+        hop: Hop,
+        on_timeout: Callable[[Branch], None],
+    ) -> None:
+        self.ctx = ctx
+        self.txn = txn
+        self.request = request
+        self.hop = hop
+        self.on_timeout = on_timeout
+        self.provisional = False
+        self.final = None
+        self.response = None
+        self.cancel_pending = False
 
     def on_timer(self, name: str, now: float) -> list:
         """Timer C (RFC 3261 16.6 step 11), kept in the transaction layer's timer heap."""
@@ -183,14 +210,22 @@ class Requester:
     on_final: Callable[[int | None], None]
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(init=False, slots=True, eq=False)
 class InviteContext:
     server: ServerInviteTransaction
     account: Account
     call: Call | None
-    branches: list[Branch] = field(default_factory=list)
-    final_sent: bool = False
-    final_status: int | None = None  # what the caller was answered (None: nothing final yet)
+    branches: list[Branch]
+    final_sent: bool
+    final_status: int | None  # what the caller was answered (None: nothing final yet)
+
+    def __init__(self, server: ServerInviteTransaction, account: Account, call: Call | None) -> None:
+        self.server = server
+        self.account = account
+        self.call = call
+        self.branches = []
+        self.final_sent = False
+        self.final_status = None
 
 
 class Proxy:

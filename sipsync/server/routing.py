@@ -72,12 +72,23 @@ CLASS_PREFIXES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class Destination:
+    """Where a dialled string leads; read-only (its __init__ is written out for mypyc, see
+    sipsync.native)."""
+
     dialled: str
     call_class: str
-    callee: Account | None = None  # internal calls
-    e164: str | None = None  # calls to the trunk: '+27115550100'
+    callee: Account | None  # internal calls
+    e164: str | None  # calls to the trunk: '+27115550100'
+
+    def __init__(
+        self, dialled: str, call_class: str, callee: Account | None = None, e164: str | None = None
+    ) -> None:
+        self.dialled = dialled
+        self.call_class = call_class
+        self.callee = callee
+        self.e164 = e164
 
     @property
     def internal(self) -> bool:

@@ -121,23 +121,48 @@ def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5"
 # --------------------------------------------------------------------------- parsing
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class DigestCredentials:
     """The parameters of a ``Digest`` Authorization / Proxy-Authorization value.
 
-    Treat as read-only. Not a frozen dataclass: that would pay ``object.__setattr__`` for each
-    field on every authenticated request."""
+    Treat as read-only. Built for every authenticated request, so not frozen (that would pay
+    ``object.__setattr__`` for each field) and with its __init__ written out for mypyc (see
+    sipsync.native)."""
 
     username: str
     realm: str
     nonce: str
     uri: str
     response: str
-    algorithm: str = "MD5"
-    qop: str | None = None
-    nc: str | None = None
-    cnonce: str | None = None
-    opaque: str | None = None
+    algorithm: str
+    qop: str | None
+    nc: str | None
+    cnonce: str | None
+    opaque: str | None
+
+    def __init__(
+        self,
+        username: str,
+        realm: str,
+        nonce: str,
+        uri: str,
+        response: str,
+        algorithm: str = "MD5",
+        qop: str | None = None,
+        nc: str | None = None,
+        cnonce: str | None = None,
+        opaque: str | None = None,
+    ) -> None:
+        self.username = username
+        self.realm = realm
+        self.nonce = nonce
+        self.uri = uri
+        self.response = response
+        self.algorithm = algorithm
+        self.qop = qop
+        self.nc = nc
+        self.cnonce = cnonce
+        self.opaque = opaque
 
 
 # One auth-param: token "=" ( token / quoted-string ), then a comma or the end.

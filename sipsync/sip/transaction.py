@@ -113,7 +113,10 @@ TERMINATED = State.TERMINATED
 # ---------------------------------------------------------------------------- actions
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+# Built several times per message: each __init__ is written out for mypyc (see sipsync.native).
+
+
+@dataclass(init=False, slots=True, eq=False)
 class Send:
     """Transmit ``data`` (``message`` serialized once per transaction) to ``destination``.
 
@@ -126,29 +129,51 @@ class Send:
     message: SipMessage | None
     destination: Any
     data: bytes
-    txn: Transaction | None = None
+    txn: Transaction | None
+
+    def __init__(
+        self, message: SipMessage | None, destination: Any, data: bytes, txn: Transaction | None = None
+    ) -> None:
+        self.message = message
+        self.destination = destination
+        self.data = data
+        self.txn = txn
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(init=False, slots=True, eq=False)
 class PassToTU:
     message: Request | Response
-    txn: Transaction | None = None
+    txn: Transaction | None
+
+    def __init__(self, message: Request | Response, txn: Transaction | None = None) -> None:
+        self.message = message
+        self.txn = txn
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(init=False, slots=True, eq=False)
 class Timeout:
     txn: Transaction
     timer: str  # 'B', 'F' or 'H'
 
+    def __init__(self, txn: Transaction, timer: str) -> None:
+        self.txn = txn
+        self.timer = timer
 
-@dataclass(frozen=True, slots=True, eq=False)
+
+@dataclass(init=False, slots=True, eq=False)
 class TransportError:
     txn: Transaction
 
+    def __init__(self, txn: Transaction) -> None:
+        self.txn = txn
 
-@dataclass(frozen=True, slots=True, eq=False)
+
+@dataclass(init=False, slots=True, eq=False)
 class Terminated:
     txn: Transaction
+
+    def __init__(self, txn: Transaction) -> None:
+        self.txn = txn
 
 
 Action = Send | PassToTU | Timeout | TransportError | Terminated

@@ -60,3 +60,16 @@ def test_the_source_first_finder_loads_py_files_for_compiled_modules_only():
     spec = finder.find_spec("sipsync.sip.parser")
     assert spec is not None and spec.origin.endswith("sipsync/sip/parser.py")
     assert finder.find_spec("sipsync.server.config") is None  # never compiled: the normal import
+
+
+def test_the_classes_built_per_message_have_an_init_mypyc_compiles():
+    import dataclasses
+    import importlib
+
+    for path in native.HOT_CLASSES:
+        module, name = path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(f"sipsync.{module}"), name)
+        assert "__init__" in vars(cls), path
+        if dataclasses.is_dataclass(cls):
+            params = cls.__dataclass_params__
+            assert not params.init and not params.frozen, path  # a generated one is interpreted

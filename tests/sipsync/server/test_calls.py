@@ -51,6 +51,18 @@ def test_calls_are_stored_from_the_invite_to_their_end_and_the_state_round_trips
     assert store.load_calls() == []
 
 
+def test_record_ids_are_unique_within_a_run_and_across_restarts(table):
+    calls, store, _ = table
+    restarted = CallTable(EventRecorder(store), node_id="n1", store=store)
+    ids = [start(calls, call_id=f"c{n}@x").record_id for n in range(3)]
+    ids += [start(restarted, call_id=f"c{n}@x").record_id for n in range(3)]
+    ids.append(calls.record_refused(code=404, cause="invalid_number", call_id="r@x", caller_tag="a",
+                                    account="alice@sip.test", customer="C0000001", dialled="9",
+                                    number=None, call_class=None)["record_id"])  # fmt: skip
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith("n1-") and len(i) <= 64 for i in ids)  # the portal keeps 64 characters
+
+
 def test_a_call_that_ends_before_the_group_commit_is_never_written(table):
     calls, store, _ = table
     calls.end(start(calls), code=487, cause="cancelled")
