@@ -56,6 +56,7 @@ HOT_CLASSES = (
     "server.proxy.Hop", "server.proxy.Branch", "server.proxy.InviteContext", "server.calls.Call",
     "server.causes.Reply", "server.policy.Verdict", "server.routing.Destination",
     "server.dialplan.CountrySettings", "server.location.Binding", "server.location.ContactChange",
+    "server.packages.DialogView",
 )  # fmt: skip
 
 _EXTENSION = sysconfig.get_config_var("EXT_SUFFIX") or ".so"

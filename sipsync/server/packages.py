@@ -63,16 +63,33 @@ def message_summary(account_uri: str, new: int, old: int) -> bytes:
     ).encode()
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class DialogView:
-    """One call of the watched extension as its busy lamp sees it."""
+    """One call of an extension as its busy lamp sees it (kept for every call, watched or not:
+    __init__ written out for mypyc, see sipsync.native)."""
 
     call_id: str
     direction: str  # "initiator" (the extension called) or "recipient" (it was called)
     state: str  # trying, early, confirmed, terminated
-    local_tag: str | None = None
-    remote_tag: str | None = None
-    remote: str | None = None  # the other party's URI, shown by phones that display it
+    local_tag: str | None
+    remote_tag: str | None
+    remote: str | None  # the other party's URI, shown by phones that display it
+
+    def __init__(
+        self,
+        call_id: str,
+        direction: str,
+        state: str,
+        local_tag: str | None = None,
+        remote_tag: str | None = None,
+        remote: str | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.direction = direction
+        self.state = state
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
+        self.remote = remote
 
 
 def dialog_info(entity: str, version: int, dialogs: list[DialogView], *, dnd: bool = False) -> bytes:

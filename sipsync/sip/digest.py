@@ -35,7 +35,6 @@ that is offered; verification then never needs the clear-text password.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import hashlib
@@ -345,6 +344,10 @@ _RAND_LEN: Final = 9
 _MAC_LEN: Final = 16
 _BODY_LEN: Final = _TS.size + _RAND_LEN
 _NONCE_LEN: Final = _BODY_LEN + _MAC_LEN  # 33 bytes -> 44 base64 characters, no padding
+# base64url as base64.urlsafe_b64encode/decode make it, without their Python wrappers (a nonce is
+# issued or checked on every challenged request)
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
 
 
 class NonceManager:
@@ -384,13 +387,13 @@ class NonceManager:
 
     def issue(self, realm: str) -> str:
         body = _TS.pack(int(self._clock() * 1000)) + os.urandom(_RAND_LEN)
-        return base64.urlsafe_b64encode(body + self._mac(body, realm)).decode("ascii")
+        return binascii.b2a_base64(body + self._mac(body, realm), newline=False).translate(_URLSAFE).decode()
 
     def check(self, nonce: str, realm: str) -> NonceState:
         if len(nonce) != 44:
             return NonceState.INVALID
         try:
-            raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
+            raw = binascii.a2b_base64(nonce.encode("ascii").translate(_STANDARD))
         except (binascii.Error, UnicodeEncodeError, ValueError):
             return NonceState.INVALID
         if len(raw) != _NONCE_LEN:

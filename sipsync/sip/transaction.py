@@ -50,7 +50,7 @@ own (the TU runs Timer C / its own call timeout and sends CANCEL).
 from __future__ import annotations
 
 import enum
-import secrets
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -88,7 +88,7 @@ MAGIC_COOKIE = 'z9hG4bK'
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch: the magic cookie plus 80 random bits."""
-    return MAGIC_COOKIE + secrets.token_hex(10)
+    return MAGIC_COOKIE + os.urandom(10).hex()  # secrets.token_hex, without its two Python frames
 
 
 class State(enum.Enum):
