@@ -338,78 +338,92 @@ class Headers:
             return parts[0] if parts else ""
         return value
 
-    def _changed(self, key: str) -> None:
-        """The fields of ``key`` changed: their parsed views go, and the index is brought up to
-        date for that key alone (rebuilding it after every change cost more than all the rest)."""
+    def _changed(self, key: str) -> tuple[dict[str, str], set[str]] | None:
+        """The fields of ``key`` changed: their parsed views go. Returns the index for the caller
+        to bring up to date for that key alone (None: not built), which each mutation does
+        from what it knows, without a scan (rebuilding it after every change cost more than all
+        the rest)."""
         cache = self._cache
         if not cache:
-            return
+            return None
         views = _VIEWS_OF.get(key)
         if views is not None:
             for view in views:
                 cache.pop(view, None)
         cache.pop(_INT_VIEW + key, None)
-        index = cache.get("")
-        if index is None:
-            return
-        first, repeated = index
-        count = 0
-        for k, _, value in self._items:
-            if k == key:
-                if count:
-                    count = 2
-                    break
-                first[key] = value
-                count = 1
-        if count == 0:
-            first.pop(key, None)
-        if count == 2:
-            repeated.add(key)
-        else:
-            repeated.discard(key)
+        return cache.get("")
 
     def add(self, name: str, value: str) -> None:
         _check_header_text(name, value)
         key, canonical = normalize_name(name)
         self._items.append((key, canonical, value))
-        self._changed(key)
+        index = self._changed(key)
+        if index is not None:
+            if key in index[0]:
+                index[1].add(key)
+            else:
+                index[0][key] = value
 
     def insert_first(self, name: str, value: str) -> None:
         _check_header_text(name, value)
         key, canonical = normalize_name(name)
-        index = next((i for i, item in enumerate(self._items) if item[0] == key), 0)
-        self._items.insert(index, (key, canonical, value))
-        self._changed(key)
+        items = self._items
+        at = next((i for i, item in enumerate(items) if item[0] == key), -1)
+        items.insert(max(at, 0), (key, canonical, value))
+        index = self._changed(key)
+        if index is not None:
+            index[0][key] = value
+            if at >= 0:
+                index[1].add(key)
 
     def set(self, name: str, value: str) -> None:
         _check_header_text(name, value)
         key, canonical = normalize_name(name)
-        index = next((i for i, item in enumerate(self._items) if item[0] == key), len(self._items))
+        at = next((i for i, item in enumerate(self._items) if item[0] == key), len(self._items))
         self._items = [item for item in self._items if item[0] != key]
-        self._items.insert(index, (key, canonical, value))
-        self._changed(key)
+        self._items.insert(at, (key, canonical, value))
+        index = self._changed(key)
+        if index is not None:
+            index[0][key] = value
+            index[1].discard(key)
 
     def remove(self, name: str) -> int:
         key = normalize_name(name)[0]
         before = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
         if len(self._items) != before:
-            self._changed(key)
+            index = self._changed(key)
+            if index is not None:
+                index[0].pop(key, None)
+                index[1].discard(key)
         return before - len(self._items)
 
     def remove_first(self, name: str) -> str | None:
         key = normalize_name(name)[0]
-        for i, (k, canonical, value) in enumerate(self._items):
+        items = self._items
+        for i, (k, canonical, value) in enumerate(items):
             if k != key:
                 continue
             if key in LIST_HEADERS and "," in value:
                 parts = split_header_values(value)
                 if len(parts) > 1:
-                    self._items[i] = (k, canonical, ", ".join(parts[1:]))
-                    self._changed(key)
+                    rest = ", ".join(parts[1:])
+                    items[i] = (k, canonical, rest)
+                    index = self._changed(key)
+                    if index is not None:
+                        index[0][key] = rest  # still first; still as many fields
                     return parts[0]
-            del self._items[i]
-            self._changed(key)
+            del items[i]
+            index = self._changed(key)
+            if index is not None:
+                first, repeated = index
+                if key in repeated:  # the next field of ``key`` comes first now
+                    later = [v for k2, _, v in items[i:] if k2 == key]
+                    first[key] = later[0]
+                    if len(later) == 1:
+                        repeated.discard(key)
+                else:
+                    first.pop(key, None)
             return value
         return None
 
