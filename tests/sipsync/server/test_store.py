@@ -278,6 +278,22 @@ def test_unserialisable_event_fails_at_append_not_at_flush(db_path):
     store.close()
 
 
+def test_what_comes_off_the_wire_is_stored_as_it_was(db_path):
+    """Undecodable bytes (kept as lone surrogates), text outside ASCII and integers beyond 64
+    bits come back from the store unchanged, in events and in documents alike."""
+    store = LocalStore(db_path)
+    latin1 = b"Sn\xf8m Phone".decode("utf-8", "surrogateescape")
+    event = {"kind": "rejection", "user_agent": latin1, "display": "Zoë 📞", "cseq": 2**70}
+    store.append_event(event)
+    account = {"username": "alice", "realm": "sip.test", "display": "Zoë", "ua": latin1}
+    store.put_account(account)
+    store.flush()
+    [(_, stored)] = store.events_after(0)
+    assert stored == event
+    assert list(store.load_accounts()) == [account]
+    store.close()
+
+
 def test_meta(db_path):
     store = LocalStore(db_path)
     assert store.get_meta("node_id") is None
