@@ -364,12 +364,19 @@ class Headers:
             else:
                 index[0][key] = value
 
+    def _first_at(self, key: str) -> int:
+        """Position of the first field of ``key``, -1 if none (a loop, which mypyc compiles
+        inline, where a generator expression is an object per call)."""
+        for i, item in enumerate(self._items):
+            if item[0] == key:
+                return i
+        return -1
+
     def insert_first(self, name: str, value: str) -> None:
         _check_header_text(name, value)
         key, canonical = normalize_name(name)
-        items = self._items
-        at = next((i for i, item in enumerate(items) if item[0] == key), -1)
-        items.insert(max(at, 0), (key, canonical, value))
+        at = self._first_at(key)
+        self._items.insert(max(at, 0), (key, canonical, value))
         index = self._changed(key)
         if index is not None:
             index[0][key] = value
@@ -379,7 +386,9 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         _check_header_text(name, value)
         key, canonical = normalize_name(name)
-        at = next((i for i, item in enumerate(self._items) if item[0] == key), len(self._items))
+        at = self._first_at(key)
+        if at < 0:
+            at = len(self._items)
         self._items = [item for item in self._items if item[0] != key]
         self._items.insert(at, (key, canonical, value))
         index = self._changed(key)
@@ -397,6 +406,25 @@ class Headers:
                 index[0].pop(key, None)
                 index[1].discard(key)
         return before - len(self._items)
+
+    def replace_first(self, name: str, value: str) -> bool:
+        """Put ``value`` in place of the first value of ``name`` (the first element, in a
+        comma-separated field); False, and nothing changed, when there is none."""
+        _check_header_text(name, value)
+        key, canonical = normalize_name(name)
+        at = self._first_at(key)
+        if at < 0:
+            return False
+        old = self._items[at][2]
+        if key in LIST_HEADERS and "," in old:
+            parts = split_header_values(old)
+            if len(parts) > 1:
+                value = ", ".join([value, *parts[1:]])
+        self._items[at] = (key, canonical, value)
+        index = self._changed(key)
+        if index is not None:
+            index[0][key] = value  # still first; still as many fields
+        return True
 
     def remove_first(self, name: str) -> str | None:
         key = normalize_name(name)[0]
@@ -517,9 +545,9 @@ class SipMessage:
         """Put ``via`` in place of the topmost Via value, its parsed view kept (a proxy stamping
         received/rport need not parse what it just built)."""
         headers = self.headers
-        if headers.remove_first("Via") is None:
+        if not headers.replace_first("Via", str(via)):
             raise SipParseError("missing Via", "Via")
-        self.push_via(via)
+        headers._cache["via"] = via
 
     def push_via(self, via: Via) -> None:
         """Add ``via`` as the topmost Via value, its parsed view kept."""

@@ -319,8 +319,10 @@ def test_the_index_kept_up_to_date_agrees_with_one_built_afresh() -> None:
     ])  # fmt: skip
     for step in range(2000):
         name, value = rng.choice(names), f"v{step}"
-        operation = rng.randrange(5)
-        if operation == 0:
+        operation = rng.randrange(6)
+        if operation == 5:
+            assert headers.replace_first(name, value) is (headers.get(name) is not None)
+        elif operation == 0:
             headers.add(name, value)
         elif operation == 1:
             headers.insert_first(name, value)
@@ -336,3 +338,14 @@ def test_the_index_kept_up_to_date_agrees_with_one_built_afresh() -> None:
             assert headers.get_all(checked) == fresh.get_all(checked), (step, checked)
         copied = headers.copy()
         assert copied.get_all("Via") == fresh.get_all("Via")
+
+
+def test_replace_first_takes_the_place_of_the_first_value_only() -> None:
+    headers = Headers([
+        ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"), ("Via", "SIP/2.0/UDP c"),
+    ])  # fmt: skip
+    assert headers.replace_first("v", "SIP/2.0/UDP x") is True
+    assert headers.get_all("Via") == ["SIP/2.0/UDP x", "SIP/2.0/UDP b;branch=z9hG4bK2", "SIP/2.0/UDP c"]
+    assert Headers().replace_first("Via", "SIP/2.0/UDP x") is False
+    with pytest.raises(ValueError):
+        headers.replace_first("Via", "SIP/2.0/UDP x\r\nX-Injected: 1")
