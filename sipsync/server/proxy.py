@@ -981,7 +981,11 @@ class Proxy:
             headers.insert_first("Record-Route", self._record_route(arrival.name))
             if hop.transport != arrival.name:
                 headers.insert_first("Record-Route", self._record_route(hop.transport))
-        forwarded.push_via(Via(hop.transport, self.host, self.port, {"branch": new_branch(), "rport": None}))
+        branch = new_branch()
+        forwarded.push_via(
+            Via(hop.transport, self.host, self.port, {"branch": branch, "rport": None}),
+            f"SIP/2.0/{hop.transport} {self.host}:{self.port};branch={branch};rport",
+        )
         return forwarded
 
     def _record_route(self, transport: str) -> str:

@@ -180,6 +180,10 @@ _FAST_VIA: Final = re.compile(
     rf"[ \t]*SIP/2\.0/([{_T}]+) ([A-Za-z0-9][A-Za-z0-9\-.]*)(?::([0-9]{{1,5}}))?"
     rf"((?:;[{_T}]+(?:=[{_T}]+)?)*)[ \t]*\Z"
 ).match
+_METHODS: Final = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "SUBSCRIBE", "NOTIFY", "REFER", "INFO",
+     "UPDATE", "PRACK", "MESSAGE", "PUBLISH")
+)  # fmt: skip
 _FAST_CSEQ: Final = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+([{_T}]+)[ \t]*\Z").match
 
 
@@ -216,11 +220,20 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        number, space, method = text.partition(" ")  # the shape every phone sends: "2 INVITE"
+        if method in _METHODS and number.isdigit() and number.isascii() and len(number) <= 10:
+            seq = int(number)
+            if seq <= MAX_CSEQ:
+                return CSeq(seq, method)
         match = _FAST_CSEQ(text)
         if match is not None:
             seq = int(match[1])
             if seq <= MAX_CSEQ:
                 return CSeq(seq, match[2])
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> CSeq:
         parts = text.split()
         if len(parts) != 2 or not is_token(parts[1]):
             raise SipParseError("malformed CSeq", "CSeq")

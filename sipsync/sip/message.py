@@ -549,10 +549,11 @@ class SipMessage:
             raise SipParseError("missing Via", "Via")
         headers._cache["via"] = via
 
-    def push_via(self, via: Via) -> None:
-        """Add ``via`` as the topmost Via value, its parsed view kept."""
+    def push_via(self, via: Via, text: str | None = None) -> None:
+        """Add ``via`` as the topmost Via value, its parsed view kept; ``text`` is ``str(via)``
+        when the caller has it already (a proxy's own Via, on every request it forwards)."""
         headers = self.headers
-        headers.insert_first("Via", str(via))
+        headers.insert_first("Via", str(via) if text is None else text)
         headers._cache["via"] = via
 
     @property

@@ -293,6 +293,7 @@ def test_invite_is_challenged_then_relayed_to_the_registered_contact(world):
     assert relayed.raw_uri == f"sip:bob@10.0.0.2:{BOB[1]}"  # the registered contact ...
     vias = relayed.headers.get_all("Via")
     assert len(vias) == 2 and vias[0].startswith(f"SIP/2.0/UDP {PROXY}:5060;branch=z9hG4bK")
+    assert vias[0].endswith(";rport") and str(relayed.via) == vias[0]  # the text is the view's
     assert "received=10.0.0.2" not in vias[1] and f"rport={ALICE[1]}" in vias[1]
     assert relayed.headers.get_all("Record-Route") == [f"<sip:{PROXY}:5060;lr>"]
     assert relayed.max_forwards == 69

@@ -118,4 +118,15 @@ def test_via_and_cseq_fast_paths_agree_with_slow_paths() -> None:
         assert via_fields(Via.parse, text) == via_fields(Via._parse_wrapped, text), text
 
     assert str(CSeq.parse(" 0009 \tBYE ")) == "9 BYE"
+    cseqs = ["2 INVITE", "10 ACK", "2147483647 BYE", "1 CANCEL", " 7\tREFER ", "3 FOO", "١ INVITE"]
+
+    def cseq_fields(parse, text):  # type: ignore[no-untyped-def]
+        try:
+            cseq = parse(text)
+        except SipParseError:
+            return None
+        return (cseq.seq, cseq.method)
+
+    for text in cseqs + [mutate(rng.choice(cseqs)) for _ in range(3000)]:
+        assert cseq_fields(CSeq.parse, text) == cseq_fields(CSeq._parse, text), text
     assert CSeq.parse("2147483647 X").seq == MAX_CSEQ
