@@ -300,10 +300,17 @@ class Proxy:
 
     def on_request(self, request: Request, source: Address, endpoint: Endpoint) -> Reply | None:
         """Relay or answer ``request``; a returned Reply is for the core to send statelessly."""
-        if request.method == "INVITE" and "Proxy-Authorization" not in request.headers:
+        method = request.method
+        if method == "INVITE" and "Proxy-Authorization" not in request.headers:
             challenge = self._stateless_challenge(request)
             if challenge is not None:
                 return challenge
+        elif (
+            method == "ACK"
+            and request.headers.get("Route") is None
+            and self.layer.match_server(request) is None
+        ):
+            return None  # the ACK for a stateless 407, or a stray: nothing to absorb, no route on
         via = request.via
         _stamp_via(request, via, source)
         hop = Hop(response_address(via, source, endpoint), endpoint, source)

@@ -323,8 +323,14 @@ def test_an_invite_with_stale_credentials_is_challenged_by_its_transaction(world
     challenge = only(alice.send(invite), 407)
     authorized = alice.authorize(invite, challenge)
     forged = authorized.to_bytes().replace(b'nonce="', b'nonce="x')  # a nonce this node never issued
-    assert [r.status for r in alice.send(forged)] == [407]
+    [again] = alice.send(forged)
+    assert again.status == 407
     assert node.proxy.layer.server_transactions == 1  # held, so a lost 407 is resent
+    node.proxy.tick(node.proxy._now() + 0.06)  # Timer G (T1 is 50 ms here)
+    assert [r.status for r in alice.inbox()] == [407]
+    assert alice.send(ack_for(parse_message(forged), again)) == []  # absorbed: no more resends
+    node.proxy.tick(node.proxy._now() + 1)
+    assert alice.inbox() == []
 
 
 def test_ringing_answer_ack_and_bye_go_through_the_proxy(world):
