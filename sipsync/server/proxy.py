@@ -13,7 +13,8 @@ Initial INVITE (no To tag):
   :class:`~sipsync.server.policy.Policy` applies the enforcement table (order documented there),
   and a refusal is answered at once, without 100 Trying first (a datagram per call saved; RFC
   3261 asks for 100 only when no final response is due within 200 ms); an INVITE that passes
-  gets 100 Trying, then one client transaction per target -- every registered
+  gets 100 Trying only if nothing came back from downstream in 200 ms (``TRYING_DELAY``), and
+  one client transaction per target -- every registered
   contact of an extension in parallel (forking), or the trunk with the E.164 number as
   Request-URI user. Each forwarded INVITE gets Max-Forwards - 1, our Via on top, our
   Record-Route (two when the transports in and out differ, RFC 5658), the caller's
@@ -226,6 +227,17 @@ class InviteContext:
         self.branches = []
         self.final_sent = False
         self.final_status = None
+
+    def on_timer(self, name: str, now: float) -> list:
+        """TRYING_DELAY after the INVITE was relayed: 100 Trying, unless a provisional or final
+        response has gone upstream since (the transaction sends nothing then)."""
+        return self.server.trying(now)
+
+
+# RFC 3261 17.2.1: a server transaction sends 100 Trying unless the TU answers within 200 ms. A
+# relayed INVITE gets it only if nothing has come back from downstream by then: where the callee
+# rings at once (the usual case), one datagram per call saved, as reSIProcate does with its T100.
+TRYING_DELAY = 0.2
 
 
 class Proxy:
@@ -531,9 +543,9 @@ class Proxy:
         )
         ctx = InviteContext(server=txn, account=account, call=call)
         self._contexts[txn] = ctx
-        # 100 Trying only for an INVITE that is relayed: every other one is answered at once
-        # (RFC 3261 16.2 asks for it when no final response is due within 200 ms)
-        self._execute(txn.trying(self._now()))
+        # 100 Trying only for an INVITE that is relayed (every other one is answered at once),
+        # and only if the callee has not answered in TRYING_DELAY
+        self.layer.timers.set(ctx, "100", self._now() + TRYING_DELAY)
         for uri, hop in targets:
             forwarded = self._forward_copy(request, uri, hop, txn.destination.endpoint)
             _strip_caller_headers(forwarded)

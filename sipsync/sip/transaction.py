@@ -429,6 +429,8 @@ class ServerInviteTransaction(ServerTransaction):
                 return [PassToTU(request, self)]  # RFC 6026 section 8.7
             return []  # Confirmed: absorb; Proceeding: not ours to take
         # retransmitted INVITE
+        if state is PROCEEDING and self.last_response is None:
+            return self.trying(now)  # the caller is waiting for something: 100 now (17.2.1)
         if state is PROCEEDING or state is COMPLETED:
             return self._resend_last()
         return []  # Accepted (RFC 6026: MUST NOT pass to TU) and Confirmed: absorb

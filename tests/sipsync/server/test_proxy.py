@@ -288,7 +288,7 @@ def test_invite_is_challenged_then_relayed_to_the_registered_contact(world):
     assert events(node) == []  # a challenge is not a rejection
     assert alice.send(ack_for(invite, replies[0])) == []  # dropped: the 407 left no transaction
     authorized = alice.authorize(invite, replies[0])
-    assert [r.status for r in alice.send(authorized)] == [100]
+    assert alice.send(authorized) == []  # 100 Trying waits to see whether bob rings in 200 ms
     relayed = only(bob.inbox(), "INVITE")
     assert relayed.raw_uri == f"sip:bob@10.0.0.2:{BOB[1]}"  # the registered contact ...
     vias = relayed.headers.get_all("Via")
@@ -299,9 +299,28 @@ def test_invite_is_challenged_then_relayed_to_the_registered_contact(world):
     assert relayed.max_forwards == 69
     assert "Proxy-Authorization" not in relayed.headers
     assert "100rel" not in relayed.headers.get("Supported")
-    # retransmission of the INVITE: absorbed (100 again), not relayed twice
+    # a retransmission of the INVITE gets 100 Trying at once, and is not relayed twice
     assert [r.status for r in alice.send(authorized)] == [100]
     assert bob.inbox() == []
+
+
+def test_100_trying_only_when_the_callee_has_not_answered_in_200_ms(world):
+    node, alice, bob, _, _ = world()
+    bob.register()
+    alice.call("1002")
+    relayed = only(bob.inbox(), "INVITE")
+    node.proxy.tick(node.proxy._now() + 0.19)
+    assert alice.inbox() == []
+    node.proxy.tick(node.proxy._now() + 0.21)
+    assert [r.status for r in alice.inbox()] == [100]  # RFC 3261 17.2.1
+    answer(bob, relayed, 180)
+    assert [r.status for r in alice.inbox()] == [180]
+    # a callee that rings within 200 ms: its 180 is all the caller gets, no 100 at all
+    alice.call("1002")
+    answer(bob, only(bob.inbox(), "INVITE"), 180, tag="callee2")
+    assert [r.status for r in alice.inbox()] == [180]
+    node.proxy.tick(node.proxy._now() + 1)
+    assert alice.inbox() == []
 
 
 def test_an_invite_without_credentials_is_challenged_without_keeping_state(world):
@@ -453,7 +472,7 @@ def test_no_answer_from_the_contact_is_408(world):
     only(bob.inbox(), "INVITE")
     for step in range(1, 80):  # Timer B = 64 * T1 = 3.2 s
         node.proxy.tick(node.proxy._now() + step * 0.05)
-    assert {r.status for r in alice.inbox()} == {408}  # (retransmitted: nobody ACKs it here)
+    assert {r.status for r in alice.inbox()} == {100, 408}  # (408 resent: nobody ACKs it here)
     assert events(node)[0]["cause"] == "no_answer"
 
 
@@ -963,8 +982,8 @@ def test_thirty_concurrent_calls_on_one_increment_of_credit_connect_one(world):
     finals = []
     for n in range(30):  # all placed before any is answered
         _, replies = alice.call(f"011555{n:04d}")
-        finals.append(replies[-1].status)
-    assert finals == [100] + [503] * 29
+        finals.append(replies[-1].status if replies else "relayed")
+    assert finals == ["relayed"] + [503] * 29
     [relayed] = trunk.inbox()
     assert relayed.raw_uri.startswith("sip:+27115550000@")
     answer(trunk, relayed, 200)
