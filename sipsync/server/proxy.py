@@ -166,6 +166,7 @@ class Branch:
     final: int | None
     response: Response | None
     cancel_pending: bool
+    ring_until: float  # when Timer C is due: pushed back by each provisional response
 
     def __init__(
         self,
@@ -184,6 +185,7 @@ class Branch:
         self.final = None
         self.response = None
         self.cancel_pending = False
+        self.ring_until = 0.0
 
     def on_timer(self, name: str, now: float) -> list:
         """Timer C (RFC 3261 16.6 step 11), kept in the transaction layer's timer heap."""
@@ -561,7 +563,8 @@ class Proxy:
             branch = Branch(ctx, client, forwarded, hop, self._timer_c)
             ctx.branches.append(branch)
             self._owners[client] = branch
-            self.layer.timers.set(branch, "C", self._now() + self._config.ring_timeout)
+            branch.ring_until = self._now() + self._config.ring_timeout
+            self.layer.timers.set(branch, "C", branch.ring_until)
             self._execute(actions)
 
     def _relay_in_dialog(self, request: Request, txn: ServerTransaction | None) -> None:
@@ -775,7 +778,9 @@ class Proxy:
             call.callee_hops.setdefault(to_tag, branch.hop)
         if status < 200:
             if status > 100 and branch.final is None and not branch.cancel_pending:  # 16.7 step 2: reset C
-                self.layer.timers.set(branch, "C", self._now() + self._config.ring_timeout)
+                # the timer stays where it is; when it fires, _timer_c sets it again for the rest
+                # (a timer per provisional response would be one more entry per call, for 3 min)
+                branch.ring_until = self._now() + self._config.ring_timeout
             if branch.cancel_pending and not branch.provisional:
                 branch.provisional = True
                 self._send_cancel(branch)
@@ -832,6 +837,9 @@ class Proxy:
         """No final response in time: CANCEL a ringing branch (and give it 64*T1 to answer the
         CANCEL); a branch that still has none after that, or never rang, counts as a 408."""
         if branch.final is not None:
+            return
+        if branch.ring_until > self._now():  # a provisional response came since it was set
+            self.layer.timers.set(branch, "C", branch.ring_until)
             return
         if branch.provisional and not branch.cancel_pending:
             self._cancel_branch(branch)

@@ -703,6 +703,22 @@ def test_timer_c_cancels_a_branch_that_rings_too_long(world):
     assert only(alice.inbox()).status == 487
 
 
+def test_each_provisional_response_pushes_timer_c_back(world):
+    node, alice, bob, _, _ = world(ring_timeout=5.0)
+    now = [1000.0]
+    node.proxy._mono = lambda: now[0]  # the proxy's clock, moved by hand
+    bob.register()
+    alice.call("1002")
+    relayed = only(bob.inbox(), "INVITE")
+    answer(bob, relayed, 180)
+    now[0] += 3
+    answer(bob, relayed, 183)  # RFC 3261 16.7 step 2: Timer C starts again
+    node.proxy.tick(1005.1)
+    assert bob.inbox() == []  # not yet: 5 s from the 183
+    node.proxy.tick(1008.1)
+    only(bob.inbox(), "CANCEL")
+
+
 def test_a_tcp_contact_is_reached_over_its_connection_with_double_record_route(world):
     node, alice, bob, _, _ = world()
 
