@@ -84,7 +84,7 @@ RESTART_MARGIN = 1000
 
 @dataclass(slots=True, eq=False)
 class _Expiry:
-    """A subscription's expiry, in the proxy's timer heap."""
+    """A subscription's expiry, in the proxy's timers."""
 
     notifier: Notifier
     subscription: Subscription

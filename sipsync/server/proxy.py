@@ -188,14 +188,14 @@ class Branch:
         self.ring_until = 0.0
 
     def on_timer(self, name: str, now: float) -> list:
-        """Timer C (RFC 3261 16.6 step 11), kept in the transaction layer's timer heap."""
+        """Timer C (RFC 3261 16.6 step 11), kept in the transaction layer's timers."""
         self.on_timeout(self)
         return []
 
 
 @dataclass(slots=True, eq=False)
 class DurationTimer:
-    """The maximum-duration timer of an answered call, in the transaction layer's timer heap."""
+    """The maximum-duration timer of an answered call, in the transaction layer's timers."""
 
     proxy: Proxy
     call: Call
@@ -339,7 +339,7 @@ class Proxy:
         proxies do. Held as a transaction, the 407 would be resent on Timer G until the ACK came,
         ten times over 32 s when it never does: a flood of spoofed INVITEs would make this node
         keep state for each and send every victim ten datagrams. Retransmissions of the INVITE
-        get a 407 each; the ACK for it (our To tag, no call) is dropped by ``_relay_in_dialog``.
+        get a 407 each; the ACK for it (no Route, no transaction) is dropped in ``on_request``.
         """
         if request.to.tag is not None:
             return None
