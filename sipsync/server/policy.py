@@ -242,11 +242,9 @@ class Policy:
             balance = Decimal(customer.get("balance") or "0")
         except InvalidOperation:
             balance = ZERO
-        available = (
-            balance
-            - self._calls.reservations.held(account.customer)
-            - self._calls.unsettled(account.customer)
-        )
+        # what calls in progress hold and what ended calls cost since the balance was pushed
+        committed = self._calls.reservations.held(account.customer) + self._calls.unsettled(account.customer)
+        available = balance - committed
         if available < needed:
             return Cause.INSUFFICIENT_FUNDS, {
                 "number": number,
@@ -254,7 +252,7 @@ class Policy:
                 "available": str(available),
                 "currency": customer.get("currency"),
             }
-        cap_left = self._daily_cap_left(account, customer)
+        cap_left = self._daily_cap_left(customer, committed)
         if cap_left is not None:
             if cap_left < needed:
                 return Cause.DAILY_SPEND_CAP, {
@@ -269,11 +267,11 @@ class Policy:
         verdict.reserve = max(needed, rate.cost(verdict.max_duration)[1])
         return None
 
-    def _daily_cap_left(self, account: Account, customer: dict[str, Any]) -> Decimal | None:
+    def _daily_cap_left(self, customer: dict[str, Any], committed: Decimal) -> Decimal | None:
         """What the customer's daily spend cap still allows (None: no cap). The portal pushes what
-        was spent today with every balance; this node adds its own spend since that push and what
-        calls in progress hold. After the day the push describes has ended, its spend no longer
-        counts."""
+        was spent today with every balance; this node adds ``committed``, its own spend since
+        that push and what calls in progress hold. After the day the push describes has ended,
+        its spend no longer counts."""
         if not customer.get("daily_spend_cap"):
             return None
         try:
@@ -284,12 +282,7 @@ class Policy:
             return ZERO  # a cap the node cannot read allows nothing
         if self._clock() >= day_ends:
             spent = ZERO
-        return (
-            cap
-            - spent
-            - self._calls.reservations.held(account.customer)
-            - self._calls.unsettled(account.customer)
-        )
+        return cap - spent - committed
 
     def forward_contact(self, target: str, customer: dict[str, Any] | None) -> str:
         """The 302 Contact for a forward-all target: an extension in the realm, or sip:+E164@realm."""
