@@ -220,7 +220,7 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        number, space, method = text.partition(" ")  # the shape every phone sends: "2 INVITE"
+        number, _, method = text.partition(" ")  # the shape every phone sends: "2 INVITE"
         if method in _METHODS and number.isdigit() and number.isascii() and len(number) <= 10:
             seq = int(number)
             if seq <= MAX_CSEQ:

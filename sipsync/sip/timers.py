@@ -140,13 +140,14 @@ class TimerWheel:
     def set(self, owner: Hashable, name: str, deadline: float) -> None:
         seq = next(self._seq)
         key = (owner, name)
-        first = self._first
-        if first is not None and (first[2], first[3]) == key:
-            self._first = None  # replaced: the earliest is to be found again
         self._live[key] = seq
         entry = (deadline, seq, owner, name)
-        if self._first is not None and deadline < self._first[0]:
-            self._first = entry  # (a tie goes after the known earliest, which was set first)
+        first = self._first
+        if first is not None:
+            if (first[2], first[3]) == key:
+                self._first = None  # replaced: the earliest is to be found again
+            elif deadline < first[0]:
+                self._first = entry  # (a tie goes after the known earliest, which was set first)
         lane = self._lanes.get(name)
         if lane is None:
             lane = self._lanes[name] = deque()
@@ -204,7 +205,7 @@ class TimerWheel:
             while lane:
                 head = lane[0]
                 if live.get((head[2], head[3])) == head[1]:
-                    if best is None or head[0] < best[0] or (head[0] == best[0] and head[1] < best[1]):
+                    if best is None or _before(head, best):
                         best = head
                     break
                 lane.popleft()
@@ -213,7 +214,7 @@ class TimerWheel:
         while heap:
             top = heap[0]
             if live.get((top[2], top[3])) == top[1]:
-                if best is None or top[0] < best[0] or (top[0] == best[0] and top[1] < best[1]):
+                if best is None or _before(top, best):
                     best = top
                 break
             heapq.heappop(heap)
@@ -244,3 +245,8 @@ class TimerWheel:
         owner, name = earliest[2], earliest[3]
         del self._live[(owner, name)]
         return owner, name
+
+
+def _before(a: tuple[float, int, Hashable, str], b: tuple[float, int, Hashable, str]) -> bool:
+    """Whether entry ``a`` fires before ``b``: by deadline, ties in the order they were set."""
+    return a[0] < b[0] or (a[0] == b[0] and a[1] < b[1])
